@@ -1,0 +1,18 @@
+//! One module per subcommand. Each exposes an `Args` struct (clap) and
+//! `run(args) -> anyhow::Result<ExitCode>`; errors returned from `run` are
+//! usage or configuration errors and exit with [`exit_usage`].
+
+use std::process::ExitCode;
+
+pub mod certs;
+
+/// A problem was found in what was examined (a failed scenario, a bad certificate).
+#[allow(dead_code)]
+pub fn exit_problem() -> ExitCode {
+    ExitCode::from(1)
+}
+
+/// The command could not do its job: bad arguments, unreadable input, configuration error.
+pub fn exit_usage() -> ExitCode {
+    ExitCode::from(2)
+}

@@ -1,0 +1,66 @@
+//! The `sparring` command line: argument parsing, dispatch and exit codes only.
+//! Every subcommand lives in `cmd/<name>.rs` and calls into the library crates;
+//! nothing here is logic a test would want to reach.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// sparring — a sparring partner for IoT firmware.
+///
+/// Flashes ESP32-family firmware onto boards (or a virtual board), serves it a
+/// mutual-TLS MQTT broker, an HTTPS OTA server and SNTP backed by certificate
+/// authorities sparring generates itself, and checks how the firmware behaves
+/// when the network has its worst day.
+///
+/// Exit codes: 0 success, 1 a problem was found (failed scenario, bad
+/// certificate), 2 usage or configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "sparring", version, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate the test PKI (server and device fault profiles, CRL, manifest, ESP-AT bins), build AtPKI bins, inspect certificates.
+    Certs(cmd::certs::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let outcome = match cli.command {
+        Command::Certs(args) => cmd::certs::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line: "reading X: permission denied".
+            eprintln!("error: {error:#}");
+            cmd::exit_usage()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
