@@ -7,7 +7,6 @@ use std::process::ExitCode;
 pub mod certs;
 
 /// A problem was found in what was examined (a failed scenario, a bad certificate).
-#[allow(dead_code)]
 pub fn exit_problem() -> ExitCode {
     ExitCode::from(1)
 }

@@ -1,0 +1,269 @@
+//! The catalogue of certificate profiles: what each one gets wrong on purpose, what a
+//! verifier must say about it, and what a correct device must do when it meets it.
+
+use serde::{Deserialize, Serialize};
+
+/// Which side of the TLS connection presents the profile's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// Served by sparring's broker / OTA server; the device verifies it.
+    Server,
+    /// Provisioned on the device; sparring's TLS gate verifies it (mutual TLS).
+    Device,
+}
+
+/// What a correct verifier concludes about a profile's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict", content = "reason")]
+pub enum Expected {
+    Accept,
+    Reject(RejectReason),
+}
+
+/// Why a correct verifier refuses a chain (or a correct peer refuses the handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectReason {
+    Expired,
+    NotYetValid,
+    NameMismatch,
+    UnknownIssuer,
+    Revoked,
+    /// The extended key usage does not allow this use (serverAuth / clientAuth).
+    WrongPurpose,
+    /// A CA certificate was presented as the end entity (chain in the wrong order).
+    CaUsedAsEndEntity,
+    /// A certificate without the CA basic constraint signed another certificate.
+    IssuerNotCa,
+    /// The private key does not belong to the certificate: the handshake signature fails.
+    KeyMismatch,
+}
+
+impl RejectReason {
+    /// Kebab-case name, as in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::Expired => "expired",
+            RejectReason::NotYetValid => "not-yet-valid",
+            RejectReason::NameMismatch => "name-mismatch",
+            RejectReason::UnknownIssuer => "unknown-issuer",
+            RejectReason::Revoked => "revoked",
+            RejectReason::WrongPurpose => "wrong-purpose",
+            RejectReason::CaUsedAsEndEntity => "ca-used-as-end-entity",
+            RejectReason::IssuerNotCa => "issuer-not-ca",
+            RejectReason::KeyMismatch => "key-mismatch",
+        }
+    }
+}
+
+/// How the verifier in a test must reach the server: by name or by IP address. The
+/// `wrong-ip` profile only fails when the device connects by address, as a board that is
+/// given the broker's IP does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectBy {
+    Name,
+    Ip,
+}
+
+/// One profile of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub side: Side,
+    /// What is wrong with it, for humans.
+    pub fault: &'static str,
+    /// What a correct device (server profiles) or broker (device profiles) does.
+    pub reaction: &'static str,
+    pub expected: Expected,
+    pub connect_by: ConnectBy,
+}
+
+use Expected::{Accept, Reject};
+use RejectReason::*;
+
+const fn server(
+    name: &'static str,
+    fault: &'static str,
+    reaction: &'static str,
+    expected: Expected,
+) -> Profile {
+    Profile {
+        name,
+        side: Side::Server,
+        fault,
+        reaction,
+        expected,
+        connect_by: ConnectBy::Name,
+    }
+}
+
+const fn device(
+    name: &'static str,
+    fault: &'static str,
+    reaction: &'static str,
+    expected: Expected,
+) -> Profile {
+    Profile {
+        name,
+        side: Side::Device,
+        fault,
+        reaction,
+        expected,
+        connect_by: ConnectBy::Name,
+    }
+}
+
+/// Every profile `sparring certs` writes, server side first.
+pub const PROFILES: &[Profile] = &[
+    server(
+        "valid",
+        "none: leaf for the given hosts and IPs, with its intermediate",
+        "accept and connect",
+        Accept,
+    ),
+    server(
+        "expired",
+        "server certificate expired yesterday",
+        "refuse: certificate expired (mbedTLS -0x2700, flags 0x01)",
+        Reject(Expired),
+    ),
+    server(
+        "not-yet-valid",
+        "server certificate valid only from next year",
+        "refuse: certificate not yet valid (mbedTLS flags 0x200)",
+        Reject(NotYetValid),
+    ),
+    server(
+        "wrong-host",
+        "SAN names another host (wrong-host.sparring.test) and only the IPs",
+        "refuse: name mismatch (mbedTLS flags 0x04)",
+        Reject(NameMismatch),
+    ),
+    Profile {
+        connect_by: ConnectBy::Ip,
+        ..server(
+            "wrong-ip",
+            "SAN holds the host names and another IP address (192.0.2.1)",
+            "refuse when connecting by IP: name mismatch (mbedTLS flags 0x04)",
+            Reject(NameMismatch),
+        )
+    },
+    server(
+        "cn-only",
+        "host only in the subject CN, no subjectAltName",
+        "refuse: name mismatch (modern verifiers ignore the CN)",
+        Reject(NameMismatch),
+    ),
+    server(
+        "self-signed",
+        "self-signed leaf, no CA behind it",
+        "refuse: not signed by a trusted CA (mbedTLS flags 0x08)",
+        Reject(UnknownIssuer),
+    ),
+    server(
+        "untrusted-root",
+        "chain to a second, unrelated root the device does not trust",
+        "refuse: not signed by a trusted CA (mbedTLS flags 0x08)",
+        Reject(UnknownIssuer),
+    ),
+    server(
+        "missing-intermediate",
+        "leaf served without its intermediate",
+        "refuse: unknown issuer (the device only has the root)",
+        Reject(UnknownIssuer),
+    ),
+    server(
+        "reversed-chain",
+        "intermediate served before the leaf",
+        "refuse: the first certificate is a CA, not the server",
+        Reject(CaUsedAsEndEntity),
+    ),
+    server(
+        "intermediate-expired",
+        "leaf is fine but its intermediate expired (field report 01)",
+        "refuse: a certificate in the chain expired",
+        Reject(Expired),
+    ),
+    server(
+        "revoked",
+        "server certificate listed in the intermediate's CRL",
+        "refuse if the device checks CRLs; most ESP firmware does not",
+        Reject(Revoked),
+    ),
+    server(
+        "not-a-ca",
+        "leaf signed by a certificate without the CA basic constraint",
+        "refuse: issuer is not a CA",
+        Reject(IssuerNotCa),
+    ),
+    server(
+        "wrong-eku",
+        "extended key usage is clientAuth only",
+        "refuse: certificate not valid for server authentication",
+        Reject(WrongPurpose),
+    ),
+    server(
+        "large-chain",
+        "over 16 KiB of certificates (padding extension in the leaf)",
+        "accept, or fail cleanly when the TLS input buffer is smaller (mbedTLS -0x7200); never crash",
+        Accept,
+    ),
+    server(
+        "rsa-4096",
+        "RSA-4096 server key",
+        "accept (slow handshake, more heap)",
+        Accept,
+    ),
+    device(
+        "device-valid",
+        "none: client certificate with CN = device id",
+        "broker accepts the connection",
+        Accept,
+    ),
+    device(
+        "device-expired",
+        "client certificate expired yesterday",
+        "broker refuses: client certificate expired",
+        Reject(Expired),
+    ),
+    device(
+        "device-untrusted",
+        "client certificate signed by an unrelated root",
+        "broker refuses: unknown issuer",
+        Reject(UnknownIssuer),
+    ),
+    device(
+        "device-revoked",
+        "client certificate listed in the intermediate's CRL",
+        "broker refuses: client certificate revoked",
+        Reject(Revoked),
+    ),
+    device(
+        "device-wrong-cn",
+        "client certificate CN differs from the device id",
+        "chain is valid; a broker with a client-id = CN policy refuses the CONNECT",
+        Accept,
+    ),
+    device(
+        "device-key-mismatch",
+        "certificate and private key do not belong together",
+        "handshake fails: the device's signature does not match its certificate",
+        Reject(KeyMismatch),
+    ),
+];
+
+/// Looks a profile up by name.
+pub fn profile(name: &str) -> Option<&'static Profile> {
+    PROFILES.iter().find(|p| p.name == name)
+}
+
+/// All profile names, comma separated (for error messages).
+pub fn profile_names() -> String {
+    PROFILES
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
