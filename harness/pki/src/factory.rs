@@ -89,6 +89,8 @@ impl Options {
 /// A certificate chain and its key, ready to present in a handshake.
 #[derive(Debug)]
 pub struct Material {
+    /// The profile's own end-entity certificate.
+    pub leaf: CertificateDer<'static>,
     /// In the order it is presented: end entity first (except in `reversed-chain`).
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivatePkcs8KeyDer<'static>,
@@ -435,7 +437,8 @@ impl Factory {
         }
         .map_err(|e| PkiError::Sign(profile.name.into(), e))?;
 
-        let mut chain = vec![cert.der().clone()];
+        let leaf_der = cert.der().clone();
+        let mut chain = vec![leaf_der.clone()];
         chain.extend(extra);
         if reverse {
             chain.reverse();
@@ -447,6 +450,7 @@ impl Factory {
         };
         Ok((
             Material {
+                leaf: leaf_der,
                 chain,
                 key: PrivatePkcs8KeyDer::from(key.serialize_der()),
             },

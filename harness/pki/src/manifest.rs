@@ -70,7 +70,7 @@ pub struct ProfileEntry {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileFiles {
-    /// The leaf certificate (the first certificate presented).
+    /// The profile's end-entity certificate (presented first, except in `reversed-chain`).
     pub cert: FilePair,
     pub key: FilePair,
     /// Everything presented, PEM, in presentation order: what a server serves.

@@ -139,10 +139,7 @@ impl Writer<'_> {
             der: base.join("key.der"),
         };
         let chain_pem = base.join("chain.pem");
-        let leaf = material
-            .chain
-            .first()
-            .ok_or_else(|| PkiError::Parse(format!("{}: empty chain", base.display())))?;
+        let leaf = &material.leaf;
         self.public(&cert.pem, pem("CERTIFICATE", leaf).as_bytes())?;
         self.public(&cert.der, leaf)?;
         self.key(&key, &material.key)?;
