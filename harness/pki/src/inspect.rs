@@ -137,18 +137,17 @@ pub fn inspect(name: &str, bytes: &[u8], checks: &Checks) -> Report {
             report
                 .problem("PEM armour found but no section sparring knows (certificate, key, CRL)");
         }
-    } else if let Ok(summary) = CertSummary::from_der(bytes) {
+    } else if CertSummary::from_der(bytes).is_ok() {
         report.format = Format::Der;
         report.contents.push("certificate".into());
-        drop(summary);
         certs.push(CertificateDer::from(bytes.to_vec()));
-    } else if let Ok(key) = PrivateKeyDer::try_from(bytes.to_vec()) {
-        if rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).is_ok() {
-            report.format = Format::Der;
-            report
-                .contents
-                .push(format!("private key ({})", key_kind_name(&key)));
-        }
+    } else if let Ok(key) = PrivateKeyDer::try_from(bytes.to_vec())
+        && rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).is_ok()
+    {
+        report.format = Format::Der;
+        report
+            .contents
+            .push(format!("private key ({})", key_kind_name(&key)));
     }
     if report.format == Format::Unknown {
         let start: String = bytes

@@ -1,6 +1,8 @@
 //! Every profile of a generated PKI passes or fails exactly as its manifest says, checked
 //! with rustls's verifiers and full in-memory TLS handshakes, and with `openssl verify`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

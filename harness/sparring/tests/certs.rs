@@ -1,5 +1,7 @@
 //! `sparring certs` as users run it: generation, inspect, AtPKI bins, and bad input.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
