@@ -5,16 +5,15 @@ use std::path::PathBuf;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
-    CidrSubnet, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::PkiError;
 use crate::keys::{KeyKind, KeySource};
 use crate::profiles::{PROFILES, Profile, Side};
+use crate::{PkiError, der};
 
 /// The host name the `wrong-host` profile is issued for. It is inside the root's name
 /// constraints, so the profile fails on the name and not on a constraint violation.
@@ -254,22 +253,17 @@ impl Factory {
             KeyUsagePurpose::DigitalSignature,
         ];
         if constrained {
-            let mut permitted: Vec<GeneralSubtree> = self
+            let hosts: Vec<&str> = self
                 .options
                 .hosts
                 .iter()
                 .map(String::as_str)
                 .chain([WRONG_HOST])
-                .map(|h| GeneralSubtree::DnsName(h.to_owned()))
                 .collect();
-            permitted.extend(self.options.ips.iter().chain([&WRONG_IP]).map(|ip| {
-                let prefix = if ip.is_ipv4() { 32 } else { 128 };
-                GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(*ip, prefix))
-            }));
-            params.name_constraints = Some(NameConstraints {
-                permitted_subtrees: permitted,
-                excluded_subtrees: vec![],
-            });
+            let ips: Vec<IpAddr> = self.options.ips.iter().copied().chain([WRONG_IP]).collect();
+            params
+                .custom_extensions
+                .push(der::name_constraints(&hosts, &ips));
         }
         let key = self.key()?;
         let issuer =
@@ -427,7 +421,7 @@ impl Factory {
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(
                     PADDING_OID,
-                    der_octet_string(&vec![0x5A; leaf.padding]),
+                    der::octet_string(&vec![0x5A; leaf.padding]),
                 ));
         }
         let cert = if self_signed {
@@ -481,21 +475,4 @@ struct LeafSpec {
     eku: Vec<ExtendedKeyUsagePurpose>,
     padding: usize,
     key_kind: KeyKind,
-}
-
-/// DER OCTET STRING around `content` (the padding extension's value must be valid DER
-/// for strict parsers).
-fn der_octet_string(content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut out = vec![0x04];
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }

@@ -4,6 +4,7 @@
 //! `manifest.json` that the rest of sparring loads profiles from ([`PkiDir`]); and
 //! `inspect`, the diagnosis of certificate files users of ESP boards need.
 
+mod der;
 mod describe;
 mod factory;
 pub mod inspect;

@@ -153,7 +153,7 @@ pub const PROFILES: &[Profile] = &[
     server(
         "cn-only",
         "host only in the subject CN, no subjectAltName",
-        "refuse: name mismatch (modern verifiers ignore the CN)",
+        "refuse: name mismatch per RFC 6125 (rustls, browsers); note mbedTLS and OpenSSL fall back to the CN and accept",
         Reject(NameMismatch),
     ),
     server(

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -430,9 +429,66 @@ fn root_is_name_constrained_to_the_given_names() {
             "{host} not permitted: {permitted}"
         );
     }
-    // A leaf for a name outside the constraints must be refused even though the root signed it.
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    assert!(pki().manifest.ips.contains(&ip));
+}
+
+/// The constraints are enforced: a certificate for a real site, signed with the test
+/// intermediate's key (as anyone holding a leaked test PKI could), is refused.
+#[test]
+fn a_leaked_intermediate_cannot_vouch_for_a_real_site() {
+    let pki = pki();
+    let ca_key = rcgen::KeyPair::try_from(
+        std::fs::read(pki.path(&pki.manifest.authorities.intermediate.key.der))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&pki.intermediate().unwrap(), ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["bank.example.com".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(pki), provider())
+            .build()
+            .unwrap();
+    let error = verifier
+        .verify_server_cert(
+            leaf.der(),
+            &[pki.intermediate().unwrap()],
+            &ServerName::try_from("bank.example.com").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .unwrap_err();
+    assert!(
+        format!("{error:?}").contains("NameConstraintViolation"),
+        "{error:?}"
+    );
+}
+
+/// mbedTLS (ESP-IDF's TLS stack) refuses to parse a certificate with a critical extension
+/// it does not implement; every certificate sparring hands to a board must avoid that.
+#[test]
+fn every_certificate_parses_in_mbedtls_terms() {
+    // basicConstraints, keyUsage, extKeyUsage, subjectAltName: what mbedTLS implements.
+    const UNDERSTOOD: [&str; 4] = ["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17"];
+    let pki = pki();
+    let mut certs = vec![pki.root().unwrap(), pki.intermediate().unwrap()];
+    for profile in &pki.manifest.profiles {
+        certs.extend(pki.chain(&profile.name).unwrap());
+    }
+    for der in &certs {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        for ext in cert.extensions().iter().filter(|e| e.critical) {
+            let oid = ext.oid.to_id_string();
+            assert!(
+                UNDERSTOOD.contains(&oid.as_str()),
+                "{} has critical extension {oid}",
+                cert.subject()
+            );
+        }
+    }
 }
 
 #[test]
