@@ -2,3 +2,9 @@
 //! both read and write exactly the same bytes.
 
 pub mod atpki;
+pub mod chip;
+pub mod image;
+pub mod otadata;
+pub mod partition;
+
+pub use chip::Chip;
