@@ -302,11 +302,8 @@ fn put_str(
 
 /// Header, segments, zero padding, checksum, SHA-256 — the layout of esptool's `elf2image`.
 fn build_image(chip: Chip, entry: u32, segments: &[(u32, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.push(IMAGE_MAGIC);
-    out.push(segments.len() as u8);
-    out.push(2); // DIO
-    out.push(0x20); // 4 MB, 40 MHz
+    // magic, segment count, SPI mode DIO, 4 MB flash at 40 MHz
+    let mut out = vec![IMAGE_MAGIC, segments.len() as u8, 2, 0x20];
     out.extend_from_slice(&entry.to_le_bytes());
     out.push(0xEE); // WP pin disabled
     out.extend_from_slice(&[0, 0, 0]);

@@ -18,7 +18,7 @@ mod cmd;
 /// Exit codes: 0 success, 1 a problem was found (failed scenario, bad
 /// certificate), 2 usage or configuration error.
 #[derive(Debug, Parser)]
-#[command(name = "sparring", version, propagate_version = true)]
+#[command(name = "sparring", version)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Generate the test PKI (server and device fault profiles, CRL, manifest, ESP-AT bins), build AtPKI bins, inspect certificates.
     Certs(cmd::certs::Args),
+    /// Build ESP app images and flash sets (bootloader, partition table, otadata, app); explain images and tables.
+    Image(cmd::image::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let outcome = match cli.command {
         Command::Certs(args) => cmd::certs::run(args),
+        Command::Image(args) => cmd::image::run(args),
     };
     match outcome {
         Ok(code) => code,
@@ -63,4 +66,14 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the whole command tree (duplicate names, bad defaults) only when asked.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

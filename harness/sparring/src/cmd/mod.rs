@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 pub mod certs;
+pub mod image;
 
 /// A problem was found in what was examined (a failed scenario, a bad certificate).
 pub fn exit_problem() -> ExitCode {
