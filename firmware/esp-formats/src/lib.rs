@@ -4,7 +4,9 @@
 pub mod atpki;
 pub mod chip;
 pub mod image;
+pub mod loader;
 pub mod otadata;
 pub mod partition;
+pub mod slip;
 
 pub use chip::Chip;
