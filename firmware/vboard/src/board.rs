@@ -1,0 +1,368 @@
+//! A running virtual board: its UARTs as pseudo-terminals, its flash file, and the control
+//! channel (a Unix socket, one JSON request per line) that replaces the EN and BOOT buttons
+//! and the power switch.
+//!
+//! The serial pumps run on plain threads rather than tokio tasks: `serialport` offers only
+//! blocking I/O on the pty master, and one thread per UART is what a blocking port needs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use esp_formats::{Chip, slip};
+use serde::{Deserialize, Serialize};
+use serialport::{SerialPort, TTYPort};
+
+use crate::boot::{self, ResetCause};
+use crate::flash::{Flash, FlashError};
+use crate::rom::{After, RomLoader};
+
+/// How to build a board.
+#[derive(Debug, Clone)]
+pub struct BoardConfig {
+    pub chip: Chip,
+    pub flash_path: PathBuf,
+    pub flash_size: usize,
+    pub mac: [u8; 6],
+    /// Start in download mode (BOOT held at power-on) instead of booting from flash.
+    pub download: bool,
+    /// Directory for the control socket.
+    pub run_dir: PathBuf,
+}
+
+impl BoardConfig {
+    /// A board with a MAC derived from the flash path, so each flash file is its own board.
+    pub fn new(chip: Chip, flash_path: PathBuf, run_dir: PathBuf) -> BoardConfig {
+        let seed = flash_path
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        let s = seed.to_le_bytes();
+        // Espressif's OUI keeps the MAC plausible to tools that print the vendor.
+        let mac = [0x34, 0x85, 0x18, s[0], s[1], s[2]];
+        BoardConfig {
+            chip,
+            flash_path,
+            flash_size: 4 << 20,
+            mac,
+            download: false,
+            run_dir,
+        }
+    }
+}
+
+/// What `sparring vboard` prints when the board is ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BoardInfo {
+    pub chip: String,
+    pub uart0: PathBuf,
+    pub uart1: PathBuf,
+    pub control: PathBuf,
+    pub mac: String,
+}
+
+/// Requests on the control channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Control {
+    /// Press EN: boot from flash.
+    Reset,
+    /// Hold BOOT and press EN: restart into the ROM loader.
+    Download,
+    PowerOff,
+    State,
+}
+
+/// The board's state as `state` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BoardState {
+    pub mode: Mode,
+    /// Project and version of the running app.
+    pub app: Option<String>,
+    pub uptime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Download,
+    Running,
+    /// Boot failed (no bootable app); the board waits for a reset.
+    Halted,
+    Off,
+}
+
+/// Why a board could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error(transparent)]
+    Flash(#[from] FlashError),
+    #[error("creating a pseudo-terminal: {0}")]
+    Pty(serialport::Error),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A started board. Dropping it does not stop it; send `power_off` or call [`Board::power_off`].
+pub struct Board {
+    pub info: BoardInfo,
+    commands: mpsc::Sender<(Control, mpsc::Sender<BoardState>)>,
+    pump: Option<JoinHandle<()>>,
+}
+
+impl Board {
+    pub fn start(config: BoardConfig) -> Result<Board, BoardError> {
+        let flash = Flash::open(&config.flash_path, config.flash_size)?;
+        let (uart0, uart0_slave) = pty()?;
+        let (uart1, uart1_slave) = pty()?;
+        let control_path = config.run_dir.join("control.sock");
+        let _ = std::fs::remove_file(&control_path);
+        let listener = UnixListener::bind(&control_path).map_err(|source| BoardError::Control {
+            path: control_path.clone(),
+            source,
+        })?;
+        let info = BoardInfo {
+            chip: config.chip.name().to_owned(),
+            uart0: slave_path(&uart0_slave),
+            uart1: slave_path(&uart1_slave),
+            control: control_path,
+            mac: config
+                .mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        };
+        let (commands, inbox) = mpsc::channel();
+        let control_commands = commands.clone();
+        std::thread::spawn(move || serve_control(listener, control_commands));
+        let core = Core {
+            chip: config.chip,
+            mac: config.mac,
+            flash,
+            uart0,
+            // Held open so that reads on the masters never see "all clients closed".
+            _slaves: [uart0_slave, uart1_slave],
+            _uart1: uart1,
+            started: Instant::now(),
+            mode: Mode::Off,
+            app: None,
+            loader: None,
+        };
+        let download = config.download;
+        let pump = std::thread::spawn(move || core.run(download, inbox));
+        Ok(Board {
+            info,
+            commands,
+            pump: Some(pump),
+        })
+    }
+
+    /// Sends a control request, as the control socket does.
+    pub fn control(&self, request: Control) -> Option<BoardState> {
+        let (reply, answer) = mpsc::channel();
+        self.commands.send((request, reply)).ok()?;
+        answer.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    pub fn power_off(mut self) {
+        self.control(Control::PowerOff);
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.join();
+        }
+    }
+}
+
+fn pty() -> Result<(TTYPort, TTYPort), BoardError> {
+    let (mut master, mut slave) = TTYPort::pair().map_err(BoardError::Pty)?;
+    // A fresh pty runs at 38400 baud; tools expect the ROM's 115200.
+    slave.set_baud_rate(115_200).map_err(BoardError::Pty)?;
+    master
+        .set_timeout(Duration::from_millis(20))
+        .map_err(BoardError::Pty)?;
+    Ok((master, slave))
+}
+
+fn slave_path(slave: &TTYPort) -> PathBuf {
+    slave.name().map(PathBuf::from).unwrap_or_default()
+}
+
+/// One connection at a time is enough for a board: the harness is its only user.
+fn serve_control(
+    listener: UnixListener,
+    commands: mpsc::Sender<(Control, mpsc::Sender<BoardState>)>,
+) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let Ok(mut writer) = stream.try_clone() else {
+            continue;
+        };
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let reply = match serde_json::from_str::<Control>(&line) {
+                Ok(request) => {
+                    let stop = request == Control::PowerOff;
+                    let (reply, answer) = mpsc::channel();
+                    if commands.send((request, reply)).is_err() {
+                        return;
+                    }
+                    let state = answer.recv_timeout(Duration::from_secs(10));
+                    let text = match state {
+                        Ok(state) => serde_json::json!({"ok": true, "state": state}).to_string(),
+                        Err(_) => serde_json::json!({"ok": false, "error": "board did not answer"}).to_string(),
+                    };
+                    if stop {
+                        let _ = writeln!(writer, "{text}");
+                        return;
+                    }
+                    text
+                }
+                Err(e) => serde_json::json!({"ok": false, "error": format!("bad request {line:?}: {e}; expected e.g. {{\"cmd\":\"reset\"}}")}).to_string(),
+            };
+            if writeln!(writer, "{reply}").is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Sends one request to a board's control socket (for harness code and tests in other processes).
+pub fn send_control(socket: &Path, request: &Control) -> std::io::Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(
+        stream,
+        "{}",
+        serde_json::to_string(request).map_err(std::io::Error::other)?
+    )?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}
+
+struct Core {
+    chip: Chip,
+    mac: [u8; 6],
+    flash: Flash,
+    uart0: TTYPort,
+    _uart1: TTYPort,
+    _slaves: [TTYPort; 2],
+    started: Instant,
+    mode: Mode,
+    app: Option<String>,
+    loader: Option<RomLoader>,
+}
+
+impl Core {
+    fn run(mut self, download: bool, inbox: mpsc::Receiver<(Control, mpsc::Sender<BoardState>)>) {
+        if download {
+            self.enter_download(ResetCause::PowerOn);
+        } else {
+            self.boot(ResetCause::PowerOn);
+        }
+        let mut decoder = slip::Decoder::new(0x1_0000);
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Ok((request, reply)) = inbox.try_recv() {
+                match request {
+                    Control::Reset => self.boot(ResetCause::PowerOn),
+                    Control::Download => self.enter_download(ResetCause::PowerOn),
+                    Control::PowerOff => self.mode = Mode::Off,
+                    Control::State => {}
+                }
+                let _ = reply.send(self.state());
+                if self.mode == Mode::Off {
+                    return;
+                }
+            }
+            let n = match self.uart0.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            };
+            if self.mode != Mode::Download {
+                continue; // the generic app reads nothing from UART0
+            }
+            for &byte in &buf[..n] {
+                let Some(Ok(frame)) = decoder.push(byte) else {
+                    continue;
+                };
+                let Some(loader) = self.loader.as_mut() else {
+                    continue;
+                };
+                let (replies, after) = loader.handle(&frame, &mut self.flash);
+                for reply in replies {
+                    let _ = self.uart0.write_all(&slip::encode(&reply));
+                }
+                if after == After::RunUserCode {
+                    self.boot(ResetCause::Software);
+                }
+            }
+        }
+    }
+
+    fn state(&self) -> BoardState {
+        BoardState {
+            mode: self.mode,
+            app: self.app.clone(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn print(&mut self, lines: &[String]) {
+        for line in lines {
+            let _ = self.uart0.write_all(format!("{line}\r\n").as_bytes());
+        }
+    }
+
+    fn enter_download(&mut self, cause: ResetCause) {
+        self.started = Instant::now();
+        self.app = None;
+        let banner = boot::rom_banner(self.chip, cause, true);
+        self.print(&banner);
+        self.loader = Some(RomLoader::new(self.chip, self.mac, self.flash.size()));
+        self.mode = Mode::Download;
+    }
+
+    fn boot(&mut self, cause: ResetCause) {
+        self.started = Instant::now();
+        self.loader = None;
+        let started = self.started;
+        let result = boot::boot(self.chip, cause, &mut self.flash, || {
+            started.elapsed().as_millis() as u64
+        });
+        self.print(&result.lines);
+        match result.app {
+            Some(app) => {
+                let d = &app.descriptor;
+                self.app = Some(format!("{} {}", d.project_name, d.version));
+                let ms = started.elapsed().as_millis();
+                let lines = vec![
+                    format!("I ({ms}) main_task: Started on CPU0"),
+                    format!("I ({ms}) main_task: Calling app_main()"),
+                    format!(
+                        "I ({ms}) generic: {} {} running (sparring virtual board, generic personality)",
+                        d.project_name, d.version
+                    ),
+                ];
+                self.print(&lines);
+                self.mode = Mode::Running;
+            }
+            None => {
+                self.app = None;
+                self.mode = Mode::Halted;
+            }
+        }
+    }
+}
