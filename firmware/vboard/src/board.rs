@@ -173,6 +173,13 @@ impl Board {
         answer.recv_timeout(Duration::from_secs(10)).ok()
     }
 
+    /// Blocks until the board is powered off (through the control channel).
+    pub fn wait_for_power_off(mut self) {
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.join();
+        }
+    }
+
     pub fn power_off(mut self) {
         self.control(Control::PowerOff);
         if let Some(pump) = self.pump.take() {

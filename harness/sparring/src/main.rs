@@ -34,6 +34,8 @@ enum Command {
     Certs(cmd::certs::Args),
     /// Build ESP app images and flash sets (bootloader, partition table, otadata, app); explain images and tables.
     Image(cmd::image::Args),
+    /// Run a virtual ESP32 / ESP32-C3 board on pseudo-terminals (ROM loader, flash file, boot, control socket).
+    Vboard(cmd::vboard::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Certs(args) => cmd::certs::run(args),
         Command::Image(args) => cmd::image::run(args),
+        Command::Vboard(args) => cmd::vboard::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,80 @@
+//! `sparring vboard`: run a virtual ESP32 board on pseudo-terminals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use esp_formats::Chip;
+use sparring_vboard::board::{Board, BoardConfig};
+
+/// Run a virtual ESP32 / ESP32-C3 board until it is powered off or killed.
+///
+/// Its UART0 (ROM download protocol and log port) and UART1 (AT command port) are
+/// pseudo-terminals any tool can open; its flash is a file that persists across resets and
+/// restarts. Prints one JSON line when ready:
+/// `{"chip":"esp32c3","uart0":"/dev/pts/5","uart1":"/dev/pts/6","control":"…/control.sock","mac":"…"}`.
+/// The control socket takes one JSON request per line instead of the EN and BOOT buttons:
+/// `{"cmd":"reset"}` (boot from flash), `{"cmd":"download"}` (restart into the ROM loader),
+/// `{"cmd":"state"}`, `{"cmd":"power_off"}`.
+///
+/// Flash it with espflash (library, ResetBeforeOperation::NoReset) or esptool
+/// (`--before no-reset --after no-reset`): ptys have no DTR/RTS lines to reset the chip.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "esp32c3", value_parser = ["esp32", "esp32c3"])]
+    chip: String,
+    /// Flash image file; created erased (all 0xFF) when missing.
+    #[arg(long, default_value = "target/sparring/vboard-flash.bin")]
+    flash: PathBuf,
+    /// Flash size: 2MB, 4MB, 8MB or 16MB.
+    #[arg(long, default_value = "4MB")]
+    flash_size: String,
+    /// MAC address (aa:bb:cc:dd:ee:ff); default: derived from the flash file's path.
+    #[arg(long)]
+    mac: Option<String>,
+    /// Start in download mode, as with BOOT held at power-on.
+    #[arg(long)]
+    download: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let chip =
+        Chip::from_name(&args.chip).with_context(|| format!("unknown chip {}", args.chip))?;
+    let flash_size = match args.flash_size.to_ascii_uppercase().as_str() {
+        "2MB" => 2 << 20,
+        "4MB" => 4 << 20,
+        "8MB" => 8 << 20,
+        "16MB" => 16 << 20,
+        other => bail!("--flash-size {other}: expected 2MB, 4MB, 8MB or 16MB"),
+    };
+    if let Some(parent) = args.flash.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let run_dir = tempfile::Builder::new()
+        .prefix("sparring-vboard-")
+        .tempdir()
+        .context("creating the control socket directory")?;
+    let mut config = BoardConfig::new(chip, args.flash.clone(), run_dir.path().to_path_buf());
+    config.flash_size = flash_size;
+    config.download = args.download;
+    if let Some(mac) = &args.mac {
+        config.mac = parse_mac(mac).with_context(|| {
+            format!("--mac {mac}: expected six hex bytes like 34:85:18:01:02:03")
+        })?;
+    }
+    let board = Board::start(config)
+        .with_context(|| format!("starting the board with flash {}", args.flash.display()))?;
+    println!("{}", serde_json::to_string(&board.info)?);
+    board.wait_for_power_off();
+    drop(run_dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
