@@ -388,3 +388,105 @@ impl RomLoader {
         Ok(frames)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader_and_flash() -> (RomLoader, Flash, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let flash = Flash::open(&dir.path().join("flash.bin"), 0x10000).unwrap();
+        (
+            RomLoader::new(Chip::Esp32C3, [1, 2, 3, 4, 5, 6], 0x10000),
+            flash,
+            dir,
+        )
+    }
+
+    fn status(reply: &[u8]) -> &[u8] {
+        &reply[8..]
+    }
+
+    #[test]
+    fn writes_past_the_end_of_flash_get_an_error_status() {
+        let (mut rom, mut flash, _dir) = loader_and_flash();
+        let begin = Request::encode(
+            Opcode::FlashBegin,
+            &[0x2000u32, 2, 0x1000, 0xF000]
+                .map(u32::to_le_bytes)
+                .concat(),
+            0,
+        );
+        let (replies, _) = rom.handle(&begin, &mut flash);
+        assert_eq!(
+            status(&replies[0]),
+            &[1, 0x01, 0, 0],
+            "FLASH_BEGIN past the end: invalid parameter"
+        );
+        let md5 = Request::encode(
+            Opcode::SpiFlashMd5,
+            &[0xFFF0u32, 0x100, 0, 0].map(u32::to_le_bytes).concat(),
+            0,
+        );
+        let (replies, _) = rom.handle(&md5, &mut flash);
+        assert_eq!(
+            status(&replies[0]),
+            &[1, 0x09, 0, 0],
+            "MD5 past the end: flash read error"
+        );
+    }
+
+    #[test]
+    fn data_without_begin_and_bad_checksums_are_refused() {
+        let (mut rom, mut flash, _dir) = loader_and_flash();
+        let payload = [0xAAu8; 16];
+        let mut data = [16u32, 0, 0, 0].map(u32::to_le_bytes).concat();
+        data.extend_from_slice(&payload);
+        let (replies, _) = rom.handle(
+            &Request::encode(Opcode::FlashData, &data, loader::checksum(&payload)),
+            &mut flash,
+        );
+        assert_eq!(status(&replies[0]), &[1, 0x06, 0, 0]);
+        let begin = Request::encode(
+            Opcode::FlashBegin,
+            &[0x1000u32, 1, 0x400, 0].map(u32::to_le_bytes).concat(),
+            0,
+        );
+        rom.handle(&begin, &mut flash);
+        let (replies, _) = rom.handle(&Request::encode(Opcode::FlashData, &data, 0x42), &mut flash);
+        assert_eq!(status(&replies[0]), &[1, 0x07, 0, 0], "checksum error");
+    }
+
+    #[test]
+    fn unknown_opcodes_and_stub_only_commands_on_the_rom_are_invalid_messages() {
+        let (mut rom, mut flash, _dir) = loader_and_flash();
+        for op in [0x0C, 0xD0, 0xD2, 0x7F] {
+            let (replies, _) = rom.handle(&[0x00, op, 0, 0, 0, 0, 0, 0], &mut flash);
+            assert_eq!(replies.len(), 1);
+            assert_eq!(status(&replies[0]), &[1, 0x05, 0, 0], "opcode 0x{op:02x}");
+        }
+    }
+
+    /// Deterministic noise: no frame, however malformed, makes the loader panic or hang.
+    #[test]
+    fn survives_random_frames() {
+        let (mut rom, mut flash, _dir) = loader_and_flash();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let mut frame: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if len >= 4 {
+                frame[0] = 0; // mostly well-formed headers, so the opcode handlers are reached
+                let size = (len.saturating_sub(8)) as u16;
+                frame[2..4].copy_from_slice(&size.to_le_bytes());
+            }
+            let _ = rom.handle(&frame, &mut flash);
+        }
+    }
+}
