@@ -1,0 +1,64 @@
+//! The harness's flashing function against the virtual board: writes, verifies, and skips
+//! what the board already holds.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use esp_formats::image::{self, AppSpec};
+use esp_formats::{Chip, partition};
+use sparring_runner::flash::{FlashOptions, Region, flash};
+use sparring_vboard::board::{Board, BoardConfig, Control, Mode};
+
+#[test]
+fn flashes_then_skips_unchanged_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let chip = Chip::Esp32C3;
+    let mut config = BoardConfig::new(chip, dir.path().join("flash.bin"), dir.path().to_path_buf());
+    config.download = true;
+    let board = Board::start(config).unwrap();
+    let layout = partition::esp_at_layout(chip);
+    let regions = vec![
+        Region {
+            offset: 0,
+            data: image::build_bootloader(chip),
+            name: "bootloader.bin".into(),
+        },
+        Region {
+            offset: partition::TABLE_OFFSET,
+            data: layout.main.to_bytes().unwrap(),
+            name: "partition-table.bin".into(),
+        },
+        Region {
+            offset: 0x60000,
+            data: image::build_app(&AppSpec::new(chip, "blink", "v1")).unwrap(),
+            name: "app.bin".into(),
+        },
+    ];
+    let options = FlashOptions {
+        chip,
+        use_stub: true,
+        progress: false,
+    };
+    let first = flash(&board.info.uart0, &regions, &options).unwrap();
+    assert_eq!(first.written.len(), 3);
+    assert!(first.skipped.is_empty());
+
+    board.control(Control::Download).unwrap();
+    let mut changed = regions.clone();
+    changed[2].data = image::build_app(&AppSpec::new(chip, "blink", "v2")).unwrap();
+    let second = flash(&board.info.uart0, &changed, &options).unwrap();
+    assert_eq!(second.written, vec!["app.bin".to_owned()]);
+    assert_eq!(
+        second.skipped,
+        vec![
+            "bootloader.bin".to_owned(),
+            "partition-table.bin".to_owned()
+        ]
+    );
+
+    let state = board.control(Control::Reset).unwrap();
+    assert_eq!(
+        (state.mode, state.app.as_deref()),
+        (Mode::Running, Some("blink v2"))
+    );
+    board.power_off();
+}
