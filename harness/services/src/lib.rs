@@ -1,1 +1,52 @@
-//! (skeleton)
+//! The device-facing services — sparring's TLS gate in front of an embedded MQTT broker —
+//! and the typed events they report.
+
+pub mod broker;
+pub mod events;
+pub mod gate;
+
+use std::net::SocketAddr;
+
+pub use events::{Event, EventBus, EventKind};
+pub use gate::{ClientAuth, Gate, GateConfig, GateError};
+
+/// A broker behind the TLS gate.
+pub struct MqttService {
+    pub gate: Gate,
+    pub broker: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("broker did not start listening on {0} within 5 s")]
+    BrokerNotReady(SocketAddr),
+}
+
+impl MqttService {
+    /// Starts rumqttd and the gate in front of it; events go to `events`.
+    pub async fn start(
+        bind: SocketAddr,
+        config: GateConfig,
+        events: EventBus,
+    ) -> Result<MqttService, ServiceError> {
+        let broker = broker::start_rumqttd()?;
+        wait_for_listener(broker).await?;
+        let gate = Gate::start(bind, broker, config, events).await?;
+        Ok(MqttService { gate, broker })
+    }
+}
+
+/// rumqttd binds asynchronously on its own thread; poll until it accepts (bounded).
+async fn wait_for_listener(addr: SocketAddr) -> Result<(), ServiceError> {
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(ServiceError::BrokerNotReady(addr))
+}

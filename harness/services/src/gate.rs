@@ -1,0 +1,409 @@
+//! sparring's TLS gate: terminates TLS for the broker (and later the OTA server), records
+//! everything the handshake showed, refuses devices precisely, and forwards plaintext.
+//!
+//! rumqttd's own TLS awaits each handshake inside its accept loop (one silent client blocks
+//! everybody), trusts one CA, has no CRLs and never exposes the client CN; so TLS ends here,
+//! one task per connection with a handshake timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use rustls::{CertificateError, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use sparring_pki::CertSummary;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::events::{
+    Direction, EventBus, EventKind, MqttRecord, RejectReason, TlsOutcome, TlsRecord,
+};
+
+/// Whether and how devices must present a certificate.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Mutual TLS: a certificate chaining to `roots`, not revoked by `crls`.
+    Required {
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    },
+    None,
+}
+
+/// One listener's TLS configuration.
+#[derive(Debug)]
+pub struct GateConfig {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub client_auth: ClientAuth,
+    pub handshake_timeout: Duration,
+    /// Service name in events ("mqtt").
+    pub service: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the rustls server side. The certified key is assembled by hand rather than with
+/// `with_single_cert`, which refuses chains whose first certificate does not match the key —
+/// exactly what the `reversed-chain` fault profile must be able to serve.
+fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match &config.client_auth {
+        ClientAuth::Required { roots, crls } => {
+            let mut store = RootCertStore::empty();
+            for root in roots {
+                store.add(root.clone())?;
+            }
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider());
+            if !crls.is_empty() {
+                verifier = verifier
+                    .with_crls(crls.clone())
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            }
+            builder.with_client_cert_verifier(verifier.build()?)
+        }
+        ClientAuth::None => builder.with_no_client_auth(),
+    };
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(config.key.clone_key())?;
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(
+        config.chain.clone(),
+        signing_key,
+    ));
+    Ok(Arc::new(
+        builder.with_cert_resolver(Arc::new(FixedCert(certified))),
+    ))
+}
+
+/// Serves the same chain to every client, whatever it is.
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// A running gate: accepts TLS on `addr`, forwards plaintext to `upstream`.
+pub struct Gate {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    pub async fn start(
+        bind: SocketAddr,
+        upstream: SocketAddr,
+        config: GateConfig,
+        events: EventBus,
+    ) -> Result<Gate, GateError> {
+        let tls = server_config(&config)?;
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| GateError::Bind { addr: bind, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| GateError::Bind { addr: bind, source })?;
+        let config = Arc::new(config);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let (tls, config, events) = (tls.clone(), config.clone(), events.clone());
+                tokio::spawn(
+                    async move { serve(stream, peer, upstream, tls, &config, &events).await },
+                );
+            }
+        });
+        Ok(Gate { addr, task })
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    upstream: SocketAddr,
+    tls: Arc<ServerConfig>,
+    config: &GateConfig,
+    events: &EventBus,
+) {
+    let started = Instant::now();
+    let mut record = TlsRecord {
+        sni: None,
+        alpn_offered: Vec::new(),
+        cipher_suites_offered: Vec::new(),
+        version: None,
+        cipher_suite: None,
+        client_cn: None,
+        client_issuer: None,
+        client_serial: None,
+        outcome: TlsOutcome::HandshakeTimeout,
+        duration_ms: 0,
+    };
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let hello = start.client_hello();
+        record.sni = hello.server_name().map(str::to_owned);
+        record.alpn_offered = hello
+            .alpn()
+            .map(|a| a.map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+            .unwrap_or_default();
+        record.cipher_suites_offered = hello
+            .cipher_suites()
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
+        start.into_stream(tls).await
+    };
+    let result = tokio::time::timeout(config.handshake_timeout, handshake).await;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    let tls_stream = match result {
+        Err(_) => {
+            events.emit(&config.service, peer, EventKind::Tls(record));
+            return;
+        }
+        Ok(Err(error)) => {
+            record.outcome = classify(&error);
+            events.emit(&config.service, peer, EventKind::Tls(record));
+            return;
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    let (_, session) = tls_stream.get_ref();
+    record.version = session.protocol_version().map(|v| format!("{v:?}"));
+    record.cipher_suite = session
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()));
+    if let Some(summary) = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| CertSummary::from_der(c).ok())
+    {
+        record.client_cn = summary.common_name().map(str::to_owned);
+        record.client_issuer = Some(summary.issuer.clone());
+        record.client_serial = Some(summary.serial.clone());
+    }
+    record.outcome = TlsOutcome::Established;
+    events.emit(&config.service, peer, EventKind::Tls(record));
+    let Ok(upstream) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    proxy(tls_stream, upstream, peer, config, events).await;
+}
+
+fn classify(error: &std::io::Error) -> TlsOutcome {
+    let rejected = |reason, detail: String| TlsOutcome::RejectedByUs { reason, detail };
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => TlsOutcome::AbortedByPeer {
+            alert: Some(format!("{alert:?}")),
+        },
+        Some(rustls::Error::NoCertificatesPresented) => rejected(
+            RejectReason::ClientCertMissing,
+            "no client certificate".into(),
+        ),
+        Some(rustls::Error::InvalidCertificate(e)) => {
+            let reason = match e {
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    RejectReason::ClientCertExpired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    RejectReason::ClientCertNotYetValid
+                }
+                CertificateError::UnknownIssuer => RejectReason::UnknownIssuer,
+                CertificateError::Revoked => RejectReason::Revoked,
+                CertificateError::BadSignature => RejectReason::BadSignature,
+                _ => RejectReason::Other,
+            };
+            rejected(reason, format!("{e:?}"))
+        }
+        Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::PeerMisbehaved(_)) => {
+            rejected(RejectReason::Other, error.to_string())
+        }
+        Some(other) => rejected(RejectReason::Other, other.to_string()),
+        None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            TlsOutcome::AbortedByPeer { alert: None }
+        }
+        None => TlsOutcome::AbortedByPeer { alert: None },
+    }
+}
+
+/// Copies both ways, recording every complete MQTT packet in each direction.
+async fn proxy<S>(
+    device: S,
+    broker: TcpStream,
+    peer: SocketAddr,
+    config: &GateConfig,
+    events: &EventBus,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut device_rx, mut device_tx) = tokio::io::split(device);
+    let (mut broker_rx, mut broker_tx) = broker.into_split();
+    let upward = async {
+        let mut parser = MqttTap::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = device_rx.read(&mut buf).await {
+            if n == 0 || broker_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            parser.feed(&buf[..n], Direction::FromDevice, |r| {
+                events.emit(&config.service, peer, EventKind::Mqtt(r))
+            });
+        }
+        let _ = broker_tx.shutdown().await;
+    };
+    let downward = async {
+        let mut parser = MqttTap::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = broker_rx.read(&mut buf).await {
+            if n == 0 || device_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            parser.feed(&buf[..n], Direction::ToDevice, |r| {
+                events.emit(&config.service, peer, EventKind::Mqtt(r))
+            });
+        }
+        let _ = device_tx.shutdown().await;
+    };
+    tokio::join!(upward, downward);
+}
+
+/// Parses a byte stream into MQTT 3.1.1 packets with rumqttc's codec.
+#[derive(Default)]
+struct MqttTap {
+    buffer: BytesMut,
+    /// Once the stream stops parsing, it is forwarded without records.
+    broken: bool,
+}
+
+impl MqttTap {
+    fn feed(&mut self, bytes: &[u8], direction: Direction, mut emit: impl FnMut(MqttRecord)) {
+        if self.broken {
+            return;
+        }
+        self.buffer.extend_from_slice(bytes);
+        // Bounded by the buffer: every successful read consumes at least two bytes.
+        loop {
+            match rumqttc::Packet::read(&mut self.buffer, 1 << 20) {
+                Ok(packet) => emit(record(direction, &packet)),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return,
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn record(direction: Direction, packet: &rumqttc::Packet) -> MqttRecord {
+    use rumqttc::Packet as P;
+    let mut r = MqttRecord {
+        direction,
+        packet: String::new(),
+        client_id: None,
+        topic: None,
+        qos: None,
+        payload_size: None,
+        packet_id: None,
+        keep_alive: None,
+        clean_session: None,
+        username: None,
+    };
+    r.packet = match packet {
+        P::Connect(c) => {
+            r.client_id = Some(c.client_id.clone());
+            r.keep_alive = Some(c.keep_alive);
+            r.clean_session = Some(c.clean_session);
+            r.username = c.login.as_ref().map(|l| l.username.clone());
+            "CONNECT"
+        }
+        P::ConnAck(_) => "CONNACK",
+        P::Publish(p) => {
+            r.topic = Some(p.topic.clone());
+            r.qos = Some(p.qos as u8);
+            r.payload_size = Some(p.payload.len());
+            r.packet_id = Some(p.pkid);
+            "PUBLISH"
+        }
+        P::PubAck(a) => {
+            r.packet_id = Some(a.pkid);
+            "PUBACK"
+        }
+        P::PubRec(_) => "PUBREC",
+        P::PubRel(_) => "PUBREL",
+        P::PubComp(_) => "PUBCOMP",
+        P::Subscribe(s) => {
+            r.topic = s.filters.first().map(|f| f.path.clone());
+            r.packet_id = Some(s.pkid);
+            "SUBSCRIBE"
+        }
+        P::SubAck(_) => "SUBACK",
+        P::Unsubscribe(_) => "UNSUBSCRIBE",
+        P::UnsubAck(_) => "UNSUBACK",
+        P::PingReq => "PINGREQ",
+        P::PingResp => "PINGRESP",
+        P::Disconnect => "DISCONNECT",
+    }
+    .to_owned();
+    r
+}
+
+/// Certificates as the gate needs them, from a generated PKI directory.
+pub fn from_pki(
+    pki: &sparring_pki::PkiDir,
+    profile: &str,
+    mutual: bool,
+) -> Result<GateConfig, sparring_pki::PkiError> {
+    let client_auth = if mutual {
+        ClientAuth::Required {
+            roots: vec![pki.root()?],
+            crls: vec![pki.crl()?],
+        }
+    } else {
+        ClientAuth::None
+    };
+    Ok(GateConfig {
+        chain: pki.chain(profile)?,
+        key: pki.key(profile)?,
+        client_auth,
+        handshake_timeout: Duration::from_secs(10),
+        service: "mqtt".to_owned(),
+    })
+}

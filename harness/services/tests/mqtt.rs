@@ -1,0 +1,248 @@
+//! The broker behind the TLS gate, with real clients: rumqttc over mutual TLS and
+//! mosquitto_pub; every handshake is recorded with the reason a device was refused.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::RootCertStore;
+use sparring_pki::{Options, Pki, PkiDir};
+use sparring_services::events::{Direction, RejectReason, TlsOutcome};
+use sparring_services::{Event, EventBus, EventKind, MqttService, gate};
+use tokio::sync::broadcast;
+
+fn pki() -> &'static PkiDir {
+    static DIR: OnceLock<(tempfile::TempDir, PkiDir)> = OnceLock::new();
+    let (_, dir) = DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = Options {
+            key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
+            ..Options::default()
+        };
+        Pki::generate(options)
+            .unwrap()
+            .write(&tmp.path().join("out"))
+            .unwrap();
+        let dir = PkiDir::load(tmp.path().join("out")).unwrap();
+        (tmp, dir)
+    });
+    dir
+}
+
+async fn start() -> (MqttService, broadcast::Receiver<Event>) {
+    let events = EventBus::default();
+    let receiver = events.subscribe();
+    let config = gate::from_pki(pki(), "valid", true).unwrap();
+    let service = MqttService::start("127.0.0.1:0".parse().unwrap(), config, events)
+        .await
+        .unwrap();
+    (service, receiver)
+}
+
+fn client_config(device: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki().root().unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match device {
+        Some(profile) => builder
+            .with_client_auth_cert(pki().chain(profile).unwrap(), pki().key(profile).unwrap())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+fn mqtt_options(id: &str, addr: SocketAddr, device: Option<&str>) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "localhost", addr.port());
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        client_config(device),
+    )));
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// The next TLS record from the stream (bounded wait).
+async fn next_tls(events: &mut broadcast::Receiver<Event>) -> sparring_services::events::TlsRecord {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let EventKind::Tls(record) = events.recv().await.unwrap().kind {
+                return record;
+            }
+        }
+    })
+    .await
+    .expect("a TLS event within 10 s")
+}
+
+#[tokio::test]
+async fn valid_device_connects_publishes_and_receives() {
+    let (service, mut events) = start().await;
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options("sparring-dut-1", service.gate.addr, Some("device-valid")),
+        10,
+    );
+    client
+        .subscribe("sparring/echo", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .publish("sparring/echo", QoS::AtLeastOnce, false, b"hello".to_vec())
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) =
+                eventloop.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&received.payload[..], b"hello");
+
+    let tls = next_tls(&mut events).await;
+    assert_eq!(tls.outcome, TlsOutcome::Established);
+    assert_eq!(tls.client_cn.as_deref(), Some("sparring-dut-1"));
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let EventKind::Mqtt(m) = event.kind {
+            seen.push((m.direction, m.packet, m.client_id, m.topic));
+        }
+    }
+    assert!(
+        seen.contains(&(
+            Direction::FromDevice,
+            "CONNECT".into(),
+            Some("sparring-dut-1".into()),
+            None
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(d, p, _, t)| *d == Direction::FromDevice
+            && p == "PUBLISH"
+            && t.as_deref() == Some("sparring/echo")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(d, p, _, _)| *d == Direction::ToDevice && p == "CONNACK"),
+        "{seen:?}"
+    );
+}
+
+async fn rejected_reason(device: Option<&str>) -> TlsOutcome {
+    let (service, mut events) = start().await;
+    let (_client, mut eventloop) =
+        AsyncClient::new(mqtt_options("dut", service.gate.addr, device), 10);
+    let result = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+        .await
+        .unwrap();
+    assert!(result.is_err(), "{device:?} must not connect");
+    next_tls(&mut events).await.outcome
+}
+
+#[tokio::test]
+async fn bad_device_certificates_are_rejected_with_the_reason() {
+    for (device, reason) in [
+        (Some("device-expired"), RejectReason::ClientCertExpired),
+        (Some("device-untrusted"), RejectReason::UnknownIssuer),
+        (Some("device-revoked"), RejectReason::Revoked),
+        (None, RejectReason::ClientCertMissing),
+    ] {
+        match rejected_reason(device).await {
+            TlsOutcome::RejectedByUs { reason: got, .. } => assert_eq!(got, reason, "{device:?}"),
+            other => panic!("{device:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_does_not_delay_another_handshake() {
+    let (service, mut events) = start().await;
+    let _silent = tokio::net::TcpStream::connect(service.gate.addr)
+        .await
+        .unwrap();
+    let (_client, mut eventloop) = AsyncClient::new(
+        mqtt_options("sparring-dut-1", service.gate.addr, Some("device-valid")),
+        10,
+    );
+    let connack = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
+    assert!(
+        matches!(
+            connack,
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))
+        ),
+        "{connack:?}"
+    );
+    assert_eq!(next_tls(&mut events).await.outcome, TlsOutcome::Established);
+}
+
+/// mosquitto_pub, a client people trust, against the same gate.
+#[tokio::test]
+async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
+    let found = std::process::Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "mosquitto_pub is required under CI (.ci/run installs it)"
+    );
+    if !found {
+        return;
+    }
+    let (service, mut events) = start().await;
+    let run = |device: &str| {
+        let profile = pki().profile(device).unwrap();
+        tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &service.gate.addr.port().to_string(),
+                "-t",
+                "sparring/test",
+                "-m",
+                "hi",
+                "-i",
+                "sparring-dut-1",
+            ])
+            .arg("--cafile")
+            .arg(pki().path(&pki().manifest.authorities.root.cert.pem))
+            .arg("--cert")
+            .arg(pki().path(&profile.files.chain_pem))
+            .arg("--key")
+            .arg(pki().path(&profile.files.key.pem))
+            .output()
+    };
+    let ok = run("device-valid").await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        next_tls(&mut events).await.client_cn.as_deref(),
+        Some("sparring-dut-1")
+    );
+    let expired = run("device-expired").await.unwrap();
+    assert!(!expired.status.success());
+    assert!(matches!(
+        next_tls(&mut events).await.outcome,
+        TlsOutcome::RejectedByUs {
+            reason: RejectReason::ClientCertExpired,
+            ..
+        }
+    ));
+}
