@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use esp_formats::Chip;
 use esp_formats::image::{self, AppSpec};
 use esp_formats::loader::{self, Opcode, Request};
-use esp_formats::Chip;
 use sparring_runner::flash::{FlashOptions, Region, flash};
 use sparring_vboard::board::{Board, BoardConfig, Control};
 use sparring_vboard::flash::Flash;
@@ -14,15 +14,27 @@ use sparring_vboard::rom::RomLoader;
 
 fn main() {
     let chip = Chip::Esp32C3;
-    let app = image::build_app(&AppSpec { code_len: 1 << 20, ..AppSpec::new(chip, "bench", "v1") }).expect("image");
+    let app = image::build_app(&AppSpec {
+        code_len: 1 << 20,
+        ..AppSpec::new(chip, "bench", "v1")
+    })
+    .expect("image");
     let mib = app.len() as f64 / f64::from(1 << 20);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = BoardConfig::new(chip, dir.path().join("flash.bin"), dir.path().to_path_buf());
     config.download = true;
     let board = Board::start(config).expect("board");
-    let regions = [Region { offset: 0x60000, data: app.clone(), name: "app.bin".into() }];
-    let options = FlashOptions { chip, use_stub: true, progress: false };
+    let regions = [Region {
+        offset: 0x60000,
+        data: app.clone(),
+        name: "app.bin".into(),
+    }];
+    let options = FlashOptions {
+        chip,
+        use_stub: true,
+        progress: false,
+    };
     let start = Instant::now();
     let report = flash(&board.info.uart0, &regions, &options).expect("flash");
     let through_espflash = start.elapsed();
@@ -47,11 +59,21 @@ fn main() {
     let start = Instant::now();
     let words = |w: [u32; 4]| w.map(u32::to_le_bytes).concat();
     let blocks = compressed.chunks(0x4000).count() as u32;
-    rom.handle(&Request::encode(Opcode::FlashDeflBegin, &words([app.len() as u32, blocks, 0x4000, 0x60000]), 0), &mut flash_file);
+    rom.handle(
+        &Request::encode(
+            Opcode::FlashDeflBegin,
+            &words([app.len() as u32, blocks, 0x4000, 0x60000]),
+            0,
+        ),
+        &mut flash_file,
+    );
     for (seq, block) in compressed.chunks(0x4000).enumerate() {
         let mut data = words([block.len() as u32, seq as u32, 0, 0]);
         data.extend_from_slice(block);
-        let (replies, _) = rom.handle(&Request::encode(Opcode::FlashDeflData, &data, loader::checksum(block)), &mut flash_file);
+        let (replies, _) = rom.handle(
+            &Request::encode(Opcode::FlashDeflData, &data, loader::checksum(block)),
+            &mut flash_file,
+        );
         assert_eq!(replies[0][8..], [0, 0, 0, 0], "block {seq} refused");
     }
     let board_alone = start.elapsed();
