@@ -26,6 +26,8 @@ pub enum EventKind {
     Tls(TlsRecord),
     /// An MQTT packet passed the gate.
     Mqtt(MqttRecord),
+    /// An SNTP request arrived.
+    Sntp(crate::sntp::SntpRecord),
 }
 
 /// What a TLS handshake showed.

@@ -1,9 +1,10 @@
-//! The device-facing services — sparring's TLS gate in front of an embedded MQTT broker —
-//! and the typed events they report.
+//! The device-facing services — sparring's TLS gate in front of an embedded MQTT broker, an
+//! SNTP server that can lie about the time — and the typed events they report.
 
 pub mod broker;
 pub mod events;
 pub mod gate;
+pub mod sntp;
 
 use std::net::SocketAddr;
 

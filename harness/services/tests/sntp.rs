@@ -1,0 +1,102 @@
+//! The SNTP server asked by ntplib, a client people use: it reports the skewed time, or
+//! nothing when silent; every request is recorded.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::process::Command;
+use std::time::Duration;
+
+use sparring_services::sntp::{SntpConfig, SntpServer};
+use sparring_services::{EventBus, EventKind};
+
+/// Asks with ntplib; returns the offset it computed, `Err` with its message, or `None` when
+/// ntplib is missing outside CI.
+fn ntplib_offset(port: u16) -> Option<Result<f64, String>> {
+    let script = format!(
+        "import ntplib\ntry:\n    print(ntplib.NTPClient().request('127.0.0.1', port={port}, version=4, timeout=1).offset)\nexcept ntplib.NTPException as e:\n    print('ERR', e)"
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("No module named 'ntplib'") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ntplib is required under CI (.ci/run installs it)"
+        );
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Some(
+        stdout
+            .parse::<f64>()
+            .map_err(|_| format!("{stdout} {stderr}")),
+    )
+}
+
+#[tokio::test]
+async fn reports_the_skewed_time_to_a_real_client() {
+    let events = EventBus::default();
+    let mut receiver = events.subscribe();
+    let skew = 2 * 365 * 86_400;
+    let server = SntpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SntpConfig {
+            skew_seconds: skew,
+            silent: false,
+        },
+        events,
+    )
+    .await
+    .unwrap();
+    let port = server.addr.port();
+    let Some(offset) = tokio::task::spawn_blocking(move || ntplib_offset(port))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let offset = offset.unwrap();
+    assert!(
+        (offset - skew as f64).abs() < 2.0,
+        "ntplib saw an offset of {offset} s, expected {skew}"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(event.kind, EventKind::Sntp(r) if r.answered && r.skew_seconds == skew));
+}
+
+#[tokio::test]
+async fn a_silent_server_records_but_never_answers() {
+    let events = EventBus::default();
+    let mut receiver = events.subscribe();
+    let server = SntpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SntpConfig {
+            skew_seconds: 0,
+            silent: true,
+        },
+        events,
+    )
+    .await
+    .unwrap();
+    let port = server.addr.port();
+    let Some(result) = tokio::task::spawn_blocking(move || ntplib_offset(port))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    assert!(
+        result.unwrap_err().contains("No response"),
+        "a silent server must time the client out"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(event.kind, EventKind::Sntp(r) if !r.answered));
+}
