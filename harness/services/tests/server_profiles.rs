@@ -1,0 +1,197 @@
+//! Every server-side fault profile served by the gate, met by clients that verify: a rustls
+//! client fails exactly as the manifest says, and the gate records the alert it sent back;
+//! `openssl s_client` shows the SNI a client sends.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::{CertificateError, RootCertStore};
+use rustls_pki_types::ServerName;
+use sparring_pki::{ConnectBy, Expected, Options, Pki, PkiDir, RejectReason, Side};
+use sparring_services::events::{TlsOutcome, TlsRecord};
+use sparring_services::{EventBus, EventKind, Gate, gate};
+use tokio::net::TcpListener;
+
+fn pki() -> &'static PkiDir {
+    static DIR: OnceLock<(tempfile::TempDir, PkiDir)> = OnceLock::new();
+    let (_, dir) = DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = Options {
+            key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
+            ..Options::default()
+        };
+        Pki::generate(options)
+            .unwrap()
+            .write(&tmp.path().join("out"))
+            .unwrap();
+        let dir = PkiDir::load(tmp.path().join("out")).unwrap();
+        (tmp, dir)
+    });
+    dir
+}
+
+/// A gate serving `profile` without client authentication, in front of a sink.
+async fn gate_for(profile: &str, events: EventBus) -> Gate {
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = sink.accept().await {
+            drop(stream);
+        }
+    });
+    let config = gate::from_pki(pki(), profile, false).unwrap();
+    Gate::start("127.0.0.1:0".parse().unwrap(), upstream, config, events)
+        .await
+        .unwrap()
+}
+
+fn classify(error: &std::io::Error) -> RejectReason {
+    let Some(rustls::Error::InvalidCertificate(e)) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        panic!("not a certificate error: {error:?}");
+    };
+    match e {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            RejectReason::Expired
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            RejectReason::NotYetValid
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            RejectReason::NameMismatch
+        }
+        CertificateError::UnknownIssuer => RejectReason::UnknownIssuer,
+        CertificateError::Revoked => RejectReason::Revoked,
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            RejectReason::WrongPurpose
+        }
+        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            RejectReason::CaUsedAsEndEntity
+        }
+        other if format!("{other:?}").contains("EndEntityUsedAsCa") => RejectReason::IssuerNotCa,
+        other => panic!("unexpected certificate error {other:?}"),
+    }
+}
+
+async fn connect(addr: SocketAddr, name: ServerName<'static>) -> Result<(), std::io::Error> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki().root().unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .with_crls([pki().crl().unwrap()])
+    .only_check_end_entity_revocation()
+    .allow_unknown_revocation_status()
+    .build()
+    .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map(drop)
+}
+
+async fn next_tls(
+    events: &mut tokio::sync::broadcast::Receiver<sparring_services::Event>,
+) -> TlsRecord {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let EventKind::Tls(record) = events.recv().await.unwrap().kind {
+                return record;
+            }
+        }
+    })
+    .await
+    .expect("a TLS event within 10 s")
+}
+
+#[tokio::test]
+async fn every_server_profile_meets_a_verifying_client_as_the_manifest_says() {
+    for profile in pki()
+        .manifest
+        .profiles
+        .iter()
+        .filter(|p| p.side == Side::Server)
+    {
+        let events = EventBus::default();
+        let mut receiver = events.subscribe();
+        let gate = gate_for(&profile.name, events).await;
+        let name = match profile.connect_by {
+            ConnectBy::Name => ServerName::try_from("broker.sparring.test").unwrap(),
+            ConnectBy::Ip => ServerName::from(pki().manifest.ips[0]),
+        };
+        let result = connect(gate.addr, name).await;
+        let outcome = match &result {
+            Ok(()) => Expected::Accept,
+            Err(e) => Expected::Reject(classify(e)),
+        };
+        assert_eq!(outcome, profile.expected, "profile {}", profile.name);
+        let record = next_tls(&mut receiver).await;
+        match profile.expected {
+            Expected::Accept => {
+                assert_eq!(record.outcome, TlsOutcome::Established, "{}", profile.name)
+            }
+            Expected::Reject(_) => assert!(
+                matches!(
+                    &record.outcome,
+                    TlsOutcome::AbortedByPeer { alert: Some(_) }
+                ),
+                "{}: the gate should record the client's alert, got {:?}",
+                profile.name,
+                record.outcome
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn openssl_s_client_sni_is_recorded() {
+    let found = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "openssl is required under CI (.ci/run installs it)"
+    );
+    if !found {
+        return;
+    }
+    let events = EventBus::default();
+    let mut receiver = events.subscribe();
+    let gate = gate_for("valid", events).await;
+    let output = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &gate.addr.to_string(),
+            "-servername",
+            "broker.sparring.test",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(pki().path(&pki().manifest.authorities.root.cert.pem))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    let record = next_tls(&mut receiver).await;
+    assert_eq!(record.sni.as_deref(), Some("broker.sparring.test"));
+    assert_eq!(record.outcome, TlsOutcome::Established);
+    assert!(record.version.is_some() && record.cipher_suite.is_some());
+}
