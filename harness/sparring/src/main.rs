@@ -36,6 +36,8 @@ enum Command {
     Image(cmd::image::Args),
     /// Run a virtual ESP32 / ESP32-C3 board on pseudo-terminals (ROM loader, flash file, boot, control socket).
     Vboard(cmd::vboard::Args),
+    /// Run the mutual-TLS MQTT broker and SNTP server standalone, for work with a real board by hand.
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Certs(args) => cmd::certs::run(args),
         Command::Image(args) => cmd::image::run(args),
         Command::Vboard(args) => cmd::vboard::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 pub mod certs;
 pub mod image;
+pub mod serve;
 pub mod vboard;
 
 /// A problem was found in what was examined (a failed scenario, a bad certificate).

@@ -1,0 +1,107 @@
+//! `sparring serve` as a user runs it: ready line, a real client (mosquitto_pub) shows up in
+//! the event lines, Ctrl-C ends it cleanly.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[test]
+fn serves_a_real_client_and_stops_on_ctrl_c() {
+    let found = Command::new("mosquitto_pub").arg("--help").output().is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "mosquitto_pub is required under CI (.ci/run installs it)"
+    );
+    if !found {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let generated = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["serve", "--mqtt-port", "0", "--sntp-port", "0", "--certs"])
+        .arg(&certs)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, incoming) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready: serde_json::Value =
+        serde_json::from_str(&incoming.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    let port = ready["mqtt"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(ready["ca"].as_str().unwrap().ends_with("ca/root.pem"));
+
+    let device = certs.join("device/device-valid");
+    let published = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "-t",
+            "sparring/hello",
+            "-m",
+            "hi",
+            "-i",
+            "sparring-dut-1",
+            "--cafile",
+        ])
+        .arg(certs.join("ca/root.pem"))
+        .arg("--cert")
+        .arg(device.join("chain.pem"))
+        .arg("--key")
+        .arg(device.join("key.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("PUBLISH sparring/hello"))
+    {
+        seen.push(
+            incoming
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no PUBLISH event in {seen:#?}")),
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("TLS sni=localhost client_cn=sparring-dut-1 established")),
+        "{seen:#?}"
+    );
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C must end `serve` cleanly");
+}
