@@ -20,7 +20,7 @@ pub use factory::{Authority, Material, Options, Pki, WRONG_HOST, WRONG_IP};
 pub use keys::{KeyKind, KeySource};
 pub use manifest::{
     Authorities, AuthorityEntry, EspAtFiles, FilePair, MANIFEST_VERSION, Manifest, PkiDir,
-    ProfileEntry, ProfileFiles, read_certs,
+    ProfileEntry, ProfileFiles, TempPki, read_certs,
 };
 pub use output::pem;
 pub use profiles::{ConnectBy, Expected, PROFILES, Profile, RejectReason, Side};

@@ -41,6 +41,33 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// What a rustls certificate error means in the manifest's terms (`None` for errors
+    /// that are not about the certificate chain).
+    pub fn of(error: &rustls::Error) -> Option<RejectReason> {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(e) => Some(match e {
+                C::Expired | C::ExpiredContext { .. } => RejectReason::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => RejectReason::NotYetValid,
+                C::NotValidForName | C::NotValidForNameContext { .. } => RejectReason::NameMismatch,
+                C::UnknownIssuer => RejectReason::UnknownIssuer,
+                C::Revoked => RejectReason::Revoked,
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => RejectReason::WrongPurpose,
+                C::BadSignature => RejectReason::KeyMismatch,
+                // webpki's reasons that rustls passes on without a variant of their own.
+                other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    RejectReason::CaUsedAsEndEntity
+                }
+                other if format!("{other:?}").contains("EndEntityUsedAsCa") => {
+                    RejectReason::IssuerNotCa
+                }
+                _ => return None,
+            }),
+            rustls::Error::InconsistentKeys(_) => Some(RejectReason::KeyMismatch),
+            _ => None,
+        }
+    }
+
     /// Kebab-case name, as in the manifest.
     pub fn name(self) -> &'static str {
         match self {

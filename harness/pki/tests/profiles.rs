@@ -9,25 +9,20 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sparring_pki::{ConnectBy, Expected, Options, Pki, PkiDir, ProfileEntry, RejectReason, Side};
+use sparring_pki::{
+    ConnectBy, Expected, Options, PkiDir, ProfileEntry, RejectReason, Side, TempPki,
+};
 
 /// One generated set for the whole test binary (generation is the slow part).
 fn pki() -> &'static PkiDir {
-    static DIR: OnceLock<(tempfile::TempDir, PkiDir)> = OnceLock::new();
-    let (_, dir) = DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let options = Options {
-            key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
-            ..Options::default()
-        };
-        let out = tmp.path().join("out");
-        Pki::generate(options).unwrap().write(&out).unwrap();
-        let dir = PkiDir::load(&out).unwrap();
-        (tmp, dir)
-    });
-    dir
+    static PKI: OnceLock<TempPki> = OnceLock::new();
+    let options = Options {
+        key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
+        ..Options::default()
+    };
+    &PKI.get_or_init(|| TempPki::generate(options).unwrap()).pki
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -40,40 +35,6 @@ fn roots(pki: &PkiDir) -> Arc<RootCertStore> {
     Arc::new(store)
 }
 
-fn classify(error: &rustls::Error) -> RejectReason {
-    match error {
-        rustls::Error::InvalidCertificate(e) => {
-            match e {
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                    RejectReason::Expired
-                }
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    RejectReason::NotYetValid
-                }
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => RejectReason::NameMismatch,
-                CertificateError::UnknownIssuer => RejectReason::UnknownIssuer,
-                CertificateError::Revoked => RejectReason::Revoked,
-                CertificateError::InvalidPurpose
-                | CertificateError::InvalidPurposeContext { .. } => RejectReason::WrongPurpose,
-                CertificateError::BadSignature => RejectReason::KeyMismatch,
-                other => {
-                    let text = format!("{other:?}");
-                    if text.contains("CaUsedAsEndEntity") {
-                        RejectReason::CaUsedAsEndEntity
-                    } else if text.contains("EndEntityUsedAsCa") {
-                        RejectReason::IssuerNotCa
-                    } else {
-                        panic!("unexpected certificate error {other:?}")
-                    }
-                }
-            }
-        }
-        rustls::Error::InconsistentKeys(_) => RejectReason::KeyMismatch,
-        other => panic!("unexpected error {other:?}"),
-    }
-}
-
 fn server_name(pki: &PkiDir, profile: &ProfileEntry) -> ServerName<'static> {
     match profile.connect_by {
         ConnectBy::Name => ServerName::try_from(pki.manifest.hosts[0].clone()).unwrap(),
@@ -84,7 +45,9 @@ fn server_name(pki: &PkiDir, profile: &ProfileEntry) -> ServerName<'static> {
 fn outcome(result: Result<(), rustls::Error>) -> Expected {
     match result {
         Ok(()) => Expected::Accept,
-        Err(e) => Expected::Reject(classify(&e)),
+        Err(e) => Expected::Reject(
+            RejectReason::of(&e).unwrap_or_else(|| panic!("not a certificate error: {e:?}")),
+        ),
     }
 }
 

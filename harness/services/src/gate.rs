@@ -14,7 +14,7 @@ use rustls::server::{Acceptor, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use sparring_pki::CertSummary;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
@@ -273,35 +273,31 @@ async fn proxy<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (mut device_rx, mut device_tx) = tokio::io::split(device);
-    let (mut broker_rx, mut broker_tx) = broker.into_split();
-    let upward = async {
-        let mut parser = MqttTap::default();
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = device_rx.read(&mut buf).await {
-            if n == 0 || broker_tx.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            parser.feed(&buf[..n], Direction::FromDevice, |r| {
-                events.emit(&config.service, peer, EventKind::Mqtt(r))
-            });
+    let (device_rx, device_tx) = tokio::io::split(device);
+    let (broker_rx, broker_tx) = broker.into_split();
+    let emit = |record| events.emit(&config.service, peer, EventKind::Mqtt(record));
+    tokio::join!(
+        pump(device_rx, broker_tx, Direction::FromDevice, &emit),
+        pump(broker_rx, device_tx, Direction::ToDevice, &emit)
+    );
+}
+
+/// One direction of the proxy: forward, then parse what went through.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    direction: Direction,
+    emit: &impl Fn(MqttRecord),
+) {
+    let mut tap = MqttTap::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
         }
-        let _ = broker_tx.shutdown().await;
-    };
-    let downward = async {
-        let mut parser = MqttTap::default();
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = broker_rx.read(&mut buf).await {
-            if n == 0 || device_tx.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            parser.feed(&buf[..n], Direction::ToDevice, |r| {
-                events.emit(&config.service, peer, EventKind::Mqtt(r))
-            });
-        }
-        let _ = device_tx.shutdown().await;
-    };
-    tokio::join!(upward, downward);
+        tap.feed(&buf[..n], direction, emit);
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Parses a byte stream into MQTT 3.1.1 packets with rumqttc's codec.
@@ -313,7 +309,7 @@ struct MqttTap {
 }
 
 impl MqttTap {
-    fn feed(&mut self, bytes: &[u8], direction: Direction, mut emit: impl FnMut(MqttRecord)) {
+    fn feed(&mut self, bytes: &[u8], direction: Direction, emit: &impl Fn(MqttRecord)) {
         if self.broken {
             return;
         }

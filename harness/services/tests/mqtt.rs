@@ -10,27 +10,18 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use rustls::RootCertStore;
-use sparring_pki::{Options, Pki, PkiDir};
+use sparring_pki::{Options, PkiDir, TempPki};
 use sparring_services::events::{Direction, RejectReason, TlsOutcome};
 use sparring_services::{Event, EventBus, EventKind, MqttService, gate};
 use tokio::sync::broadcast;
 
 fn pki() -> &'static PkiDir {
-    static DIR: OnceLock<(tempfile::TempDir, PkiDir)> = OnceLock::new();
-    let (_, dir) = DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let options = Options {
-            key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
-            ..Options::default()
-        };
-        Pki::generate(options)
-            .unwrap()
-            .write(&tmp.path().join("out"))
-            .unwrap();
-        let dir = PkiDir::load(tmp.path().join("out")).unwrap();
-        (tmp, dir)
-    });
-    dir
+    static PKI: OnceLock<TempPki> = OnceLock::new();
+    let options = Options {
+        key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
+        ..Options::default()
+    };
+    &PKI.get_or_init(|| TempPki::generate(options).unwrap()).pki
 }
 
 async fn start() -> (MqttService, broadcast::Receiver<Event>) {

@@ -9,29 +9,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::{CertificateError, RootCertStore};
+use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use sparring_pki::{ConnectBy, Expected, Options, Pki, PkiDir, RejectReason, Side};
+use sparring_pki::{ConnectBy, Expected, Options, PkiDir, RejectReason, Side, TempPki};
 use sparring_services::events::{TlsOutcome, TlsRecord};
 use sparring_services::{EventBus, EventKind, Gate, gate};
 use tokio::net::TcpListener;
 
 fn pki() -> &'static PkiDir {
-    static DIR: OnceLock<(tempfile::TempDir, PkiDir)> = OnceLock::new();
-    let (_, dir) = DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let options = Options {
-            key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
-            ..Options::default()
-        };
-        Pki::generate(options)
-            .unwrap()
-            .write(&tmp.path().join("out"))
-            .unwrap();
-        let dir = PkiDir::load(tmp.path().join("out")).unwrap();
-        (tmp, dir)
-    });
-    dir
+    static PKI: OnceLock<TempPki> = OnceLock::new();
+    let options = Options {
+        key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
+        ..Options::default()
+    };
+    &PKI.get_or_init(|| TempPki::generate(options).unwrap()).pki
 }
 
 /// A gate serving `profile` without client authentication, in front of a sink.
@@ -50,33 +41,11 @@ async fn gate_for(profile: &str, events: EventBus) -> Gate {
 }
 
 fn classify(error: &std::io::Error) -> RejectReason {
-    let Some(rustls::Error::InvalidCertificate(e)) = error
+    error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        panic!("not a certificate error: {error:?}");
-    };
-    match e {
-        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            RejectReason::Expired
-        }
-        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            RejectReason::NotYetValid
-        }
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            RejectReason::NameMismatch
-        }
-        CertificateError::UnknownIssuer => RejectReason::UnknownIssuer,
-        CertificateError::Revoked => RejectReason::Revoked,
-        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            RejectReason::WrongPurpose
-        }
-        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            RejectReason::CaUsedAsEndEntity
-        }
-        other if format!("{other:?}").contains("EndEntityUsedAsCa") => RejectReason::IssuerNotCa,
-        other => panic!("unexpected certificate error {other:?}"),
-    }
+        .and_then(RejectReason::of)
+        .unwrap_or_else(|| panic!("not a certificate error: {error:?}"))
 }
 
 async fn connect(addr: SocketAddr, name: ServerName<'static>) -> Result<(), std::io::Error> {
