@@ -8,7 +8,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use serialport::{SerialPort, TTYPort};
 
 use crate::boot::{self, ResetCause};
 use crate::flash::{Flash, FlashError};
+use crate::personality::{self, AppContext, Defect, NetworkConfig, Shared};
 use crate::rom::{After, RomLoader};
 
 /// How to build a board.
@@ -76,6 +78,18 @@ pub enum Control {
     Download,
     PowerOff,
     State,
+    /// Take `bytes` of heap away from the app (0 gives them back): low-heap conditions.
+    ReserveHeap {
+        bytes: u32,
+    },
+    /// Replace the set of defect switches (survives resets, like a firmware build option).
+    SetDefects {
+        defects: Vec<Defect>,
+    },
+    /// Replace the access points and hosts table the board's network offers.
+    SetNetwork {
+        network: NetworkConfig,
+    },
 }
 
 /// The board's state as `state` reports it.
@@ -85,6 +99,8 @@ pub struct BoardState {
     /// Project and version of the running app.
     pub app: Option<String>,
     pub uptime_ms: u64,
+    pub free_heap: u32,
+    pub min_free_heap: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -147,15 +163,17 @@ impl Board {
         let core = Core {
             chip: config.chip,
             mac: config.mac,
-            flash,
+            flash: Arc::new(Mutex::new(flash)),
             uart0,
             // Held open so that reads on the masters never see "all clients closed".
             _slaves: [uart0_slave, uart1_slave],
-            _uart1: uart1,
+            uart1,
             started: Instant::now(),
             mode: Mode::Off,
             app: None,
             loader: None,
+            shared: Arc::new(Shared::new(config.chip)),
+            running: None,
         };
         let download = config.download;
         let pump = std::thread::spawn(move || core.run(download, inbox));
@@ -258,14 +276,23 @@ pub fn send_control(socket: &Path, request: &Control) -> std::io::Result<serde_j
 struct Core {
     chip: Chip,
     mac: [u8; 6],
-    flash: Flash,
+    flash: Arc<Mutex<Flash>>,
     uart0: TTYPort,
-    _uart1: TTYPort,
+    uart1: TTYPort,
     _slaves: [TTYPort; 2],
     started: Instant,
     mode: Mode,
     app: Option<String>,
     loader: Option<RomLoader>,
+    shared: Arc<Shared>,
+    running: Option<RunningApp>,
+}
+
+/// The personality thread of the booted app and the flags it shares with the board.
+struct RunningApp {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    restart: Arc<AtomicBool>,
 }
 
 impl Core {
@@ -282,13 +309,26 @@ impl Core {
                 match request {
                     Control::Reset => self.boot(ResetCause::PowerOn),
                     Control::Download => self.enter_download(ResetCause::PowerOn),
-                    Control::PowerOff => self.mode = Mode::Off,
+                    Control::PowerOff => {
+                        self.stop_app();
+                        self.mode = Mode::Off;
+                    }
                     Control::State => {}
+                    Control::ReserveHeap { bytes } => self.shared.reserve_heap(bytes),
+                    Control::SetDefects { defects } => self.shared.set_defects(defects),
+                    Control::SetNetwork { network } => self.shared.set_network(network),
                 }
                 let _ = reply.send(self.state());
                 if self.mode == Mode::Off {
                     return;
                 }
+            }
+            if self
+                .running
+                .as_ref()
+                .is_some_and(|app| app.restart.load(Ordering::SeqCst))
+            {
+                self.boot(ResetCause::Software);
             }
             let n = match self.uart0.read(&mut buf) {
                 Ok(n) => n,
@@ -308,7 +348,10 @@ impl Core {
                 let Some(loader) = self.loader.as_mut() else {
                     continue;
                 };
-                let (replies, after) = loader.handle(&frame, &mut self.flash);
+                let (replies, after) = {
+                    let mut flash = self.flash.lock().unwrap_or_else(|p| p.into_inner());
+                    loader.handle(&frame, &mut flash)
+                };
                 for reply in replies {
                     let _ = self.uart0.write_all(&slip::encode(&reply));
                 }
@@ -319,11 +362,56 @@ impl Core {
         }
     }
 
+    /// Hands the board over to the app's personality on its own thread.
+    fn start_app(&mut self, app: boot::BootedApp) {
+        let ports = self
+            .uart0
+            .try_clone_native()
+            .and_then(|uart0| Ok((uart0, self.uart1.try_clone_native()?)));
+        let (uart0, mut uart1) = match ports {
+            Ok(ports) => ports,
+            Err(e) => {
+                self.print(&[format!(
+                    "E (0) sparring: cannot hand the UARTs to the app: {e}"
+                )]);
+                self.mode = Mode::Halted;
+                return;
+            }
+        };
+        // Short reads let the personality notice a stop request promptly.
+        let _ = uart1.set_timeout(Duration::from_millis(50));
+        let stop = Arc::new(AtomicBool::new(false));
+        let restart = Arc::new(AtomicBool::new(false));
+        let personality = personality::for_project(&app.descriptor.project_name);
+        let ctx = AppContext {
+            chip: self.chip,
+            mac: self.mac,
+            descriptor: app.descriptor,
+            partition: app.partition,
+            table: app.table,
+            shared: Arc::clone(&self.shared),
+            flash: Arc::clone(&self.flash),
+            uart0: Mutex::new(uart0),
+            uart1,
+            booted: self.started,
+            stop: Arc::clone(&stop),
+            restart: Arc::clone(&restart),
+        };
+        let thread = std::thread::spawn(move || personality.run(ctx));
+        self.running = Some(RunningApp {
+            thread,
+            stop,
+            restart,
+        });
+    }
+
     fn state(&self) -> BoardState {
         BoardState {
             mode: self.mode,
             app: self.app.clone(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            free_heap: self.shared.heap().free,
+            min_free_heap: self.shared.heap().min_free,
         }
     }
 
@@ -333,22 +421,38 @@ impl Core {
         }
     }
 
+    /// Stops the running app's personality (reset, download or power off) and waits for it.
+    fn stop_app(&mut self) {
+        if let Some(app) = self.running.take() {
+            app.stop.store(true, Ordering::SeqCst);
+            let _ = app.thread.join();
+        }
+    }
+
     fn enter_download(&mut self, cause: ResetCause) {
+        self.stop_app();
+        self.shared.reset();
         self.started = Instant::now();
         self.app = None;
         let banner = boot::rom_banner(self.chip, cause, true);
         self.print(&banner);
-        self.loader = Some(RomLoader::new(self.chip, self.mac, self.flash.size()));
+        let flash_size = self.flash.lock().unwrap_or_else(|p| p.into_inner()).size();
+        self.loader = Some(RomLoader::new(self.chip, self.mac, flash_size));
         self.mode = Mode::Download;
     }
 
     fn boot(&mut self, cause: ResetCause) {
+        self.stop_app();
+        self.shared.reset();
         self.started = Instant::now();
         self.loader = None;
         let started = self.started;
-        let result = boot::boot(self.chip, cause, &mut self.flash, || {
-            started.elapsed().as_millis() as u64
-        });
+        let result = {
+            let mut flash = self.flash.lock().unwrap_or_else(|p| p.into_inner());
+            boot::boot(self.chip, cause, &mut flash, || {
+                started.elapsed().as_millis() as u64
+            })
+        };
         self.print(&result.lines);
         match result.app {
             Some(app) => {
@@ -358,13 +462,10 @@ impl Core {
                 let lines = vec![
                     format!("I ({ms}) main_task: Started on CPU0"),
                     format!("I ({ms}) main_task: Calling app_main()"),
-                    format!(
-                        "I ({ms}) generic: {} {} running (sparring virtual board, generic personality)",
-                        d.project_name, d.version
-                    ),
                 ];
                 self.print(&lines);
                 self.mode = Mode::Running;
+                self.start_app(app);
             }
             None => {
                 self.app = None;

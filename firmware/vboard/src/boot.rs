@@ -19,6 +19,8 @@ pub enum ResetCause {
 pub struct BootedApp {
     pub partition: Partition,
     pub descriptor: AppDescriptor,
+    /// The partition table the bootloader read (the app looks partitions up in it).
+    pub table: PartitionTable,
 }
 
 /// Log lines of one boot (without line endings) and its result.
@@ -201,6 +203,7 @@ pub fn boot(
                     app: Some(BootedApp {
                         partition,
                         descriptor,
+                        table: table.clone(),
                     }),
                 };
             }

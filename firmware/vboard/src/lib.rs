@@ -4,4 +4,5 @@
 pub mod board;
 pub mod boot;
 pub mod flash;
+pub mod personality;
 pub mod rom;

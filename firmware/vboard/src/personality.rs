@@ -1,0 +1,359 @@
+//! The firmware a booted app "is": the bootloader hands over to a [`Personality`] chosen by
+//! the app descriptor's project name. A personality runs on its own thread with an
+//! [`AppContext`] — everything firmware can touch on a real module: the log UART, the AT UART,
+//! flash, the running image, chip and MAC, a clock, a heap, defect switches and the network.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use esp_formats::Chip;
+use esp_formats::image::AppDescriptor;
+use esp_formats::partition::{Partition, PartitionTable};
+use serde::{Deserialize, Serialize};
+use serialport::TTYPort;
+
+use crate::flash::{Flash, FlashError};
+
+/// Firmware behaviour of a booted app.
+pub trait Personality: Send {
+    /// Runs the app until [`AppContext::stopping`] turns true (reset, download, power off) or
+    /// the app asks for a restart with [`AppContext::restart`]. Must poll `stopping()` at
+    /// least every ~100 ms (the AT port reader times out for that purpose).
+    fn run(self: Box<Self>, ctx: AppContext);
+}
+
+/// Personalities by the app descriptor's project name; part 2 adds
+/// `("esp-at", || Box::new(crate::esp_at::EspAt::new()))`.
+const REGISTRY: &[(&str, MakePersonality)] = &[];
+
+type MakePersonality = fn() -> Box<dyn Personality>;
+
+/// The personality for an app's project name; unregistered names get [`Generic`].
+pub fn for_project(project_name: &str) -> Box<dyn Personality> {
+    REGISTRY
+        .iter()
+        .find(|(name, _)| *name == project_name)
+        .map_or_else(
+            || Box::new(Generic) as Box<dyn Personality>,
+            |(_, make)| make(),
+        )
+}
+
+/// Prints its banner and app info, then idles until stopped.
+pub struct Generic;
+
+impl Personality for Generic {
+    fn run(self: Box<Self>, ctx: AppContext) {
+        let d = &ctx.descriptor;
+        ctx.log(
+            LogLevel::Info,
+            "generic",
+            &format!(
+                "{} {} running (sparring virtual board, generic personality)",
+                d.project_name, d.version
+            ),
+        );
+        while !ctx.stopping() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// ESP-IDF log levels, printed as their letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    fn letter(self) -> char {
+        match self {
+            LogLevel::Error => 'E',
+            LogLevel::Warn => 'W',
+            LogLevel::Info => 'I',
+            LogLevel::Debug => 'D',
+        }
+    }
+}
+
+/// A switch that makes the virtual firmware misbehave on purpose (part 2 gives each its effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "defect", rename_all = "kebab-case")]
+pub enum Defect {
+    SkipServerVerify,
+    SkipCnCheck,
+    IgnoreExpiry,
+    NoSntpWait,
+    LeakPerConnect { bytes: u32 },
+    CrashOnLargeRecord,
+    AcceptAnyOtaImage,
+    NoRollback,
+}
+
+/// An access point the board can join with `AT+CWJAP`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessPoint {
+    pub ssid: String,
+    pub password: String,
+    /// RSSI reported by scans and `AT+CWJAP?`.
+    #[serde(default = "default_rssi")]
+    pub rssi: i8,
+}
+
+fn default_rssi() -> i8 {
+    -45
+}
+
+/// What the board's network looks like: access points and a hosts table (name → address),
+/// so TLS name checks run against real names that resolve to loopback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub access_points: Vec<AccessPoint>,
+    pub hosts: BTreeMap<String, IpAddr>,
+}
+
+/// Free heap on a real module right after boot, before the app allocates anything. Part 2
+/// refines these with the costs of TLS, MQTT and OTA buffers.
+pub fn boot_free_heap(chip: Chip) -> u32 {
+    match chip {
+        Chip::Esp32 => 300_000,
+        // The other chips have less internal RAM left after Wi-Fi/BLE; C3 is the reference.
+        _ => 280_000,
+    }
+}
+
+/// Heap as firmware sees it: free and minimum-ever-free bytes. The control channel can
+/// reserve bytes to create a low-heap condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapStatus {
+    pub free: u32,
+    pub min_free: u32,
+    pub reserved: u32,
+}
+
+/// An allocation that did not fit (ESP-IDF: malloc returned NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("out of heap: wanted {wanted} bytes, {free} free")]
+pub struct OutOfHeap {
+    pub wanted: u32,
+    pub free: u32,
+}
+
+#[derive(Debug)]
+struct HeapModel {
+    total: u32,
+    used: u32,
+    reserved: u32,
+    min_free: u32,
+}
+
+impl HeapModel {
+    fn free(&self) -> u32 {
+        self.total.saturating_sub(self.used + self.reserved)
+    }
+
+    fn note_min(&mut self) {
+        self.min_free = self.min_free.min(self.free());
+    }
+}
+
+/// Board-wide state shared between the board, its control channel and the running app; it
+/// survives resets (like the control hooks), except the heap usage which a reset clears.
+#[derive(Debug)]
+pub struct Shared {
+    heap: Mutex<HeapModel>,
+    defects: Mutex<Vec<Defect>>,
+    network: Mutex<NetworkConfig>,
+    /// Board clock offset: UNIX time = clock_base + time since `clock_set_at`.
+    clock: Mutex<(Duration, Instant)>,
+}
+
+impl Shared {
+    pub fn new(chip: Chip) -> Shared {
+        let total = boot_free_heap(chip);
+        Shared {
+            heap: Mutex::new(HeapModel {
+                total,
+                used: 0,
+                reserved: 0,
+                min_free: total,
+            }),
+            defects: Mutex::new(Vec::new()),
+            network: Mutex::new(NetworkConfig::default()),
+            clock: Mutex::new((Duration::ZERO, Instant::now())),
+        }
+    }
+
+    /// A reset: the app's allocations are gone, the clock restarts at 1970.
+    pub fn reset(&self) {
+        let mut heap = lock(&self.heap);
+        heap.used = 0;
+        heap.min_free = heap.free();
+        *lock(&self.clock) = (Duration::ZERO, Instant::now());
+    }
+
+    pub fn heap(&self) -> HeapStatus {
+        let heap = lock(&self.heap);
+        HeapStatus {
+            free: heap.free(),
+            min_free: heap.min_free,
+            reserved: heap.reserved,
+        }
+    }
+
+    /// Takes `bytes` away from the app (control channel `reserve_heap`); 0 gives them back.
+    pub fn reserve_heap(&self, bytes: u32) {
+        let mut heap = lock(&self.heap);
+        heap.reserved = bytes.min(heap.total);
+        heap.note_min();
+    }
+
+    pub fn alloc(&self, bytes: u32) -> Result<(), OutOfHeap> {
+        let mut heap = lock(&self.heap);
+        let free = heap.free();
+        if bytes > free {
+            return Err(OutOfHeap {
+                wanted: bytes,
+                free,
+            });
+        }
+        heap.used += bytes;
+        heap.note_min();
+        Ok(())
+    }
+
+    pub fn free(&self, bytes: u32) {
+        let mut heap = lock(&self.heap);
+        heap.used = heap.used.saturating_sub(bytes);
+    }
+
+    pub fn defects(&self) -> Vec<Defect> {
+        lock(&self.defects).clone()
+    }
+
+    pub fn set_defects(&self, defects: Vec<Defect>) {
+        *lock(&self.defects) = defects;
+    }
+
+    pub fn has_defect(&self, wanted: impl Fn(&Defect) -> bool) -> Option<Defect> {
+        lock(&self.defects).iter().copied().find(|d| wanted(d))
+    }
+
+    pub fn network(&self) -> NetworkConfig {
+        lock(&self.network).clone()
+    }
+
+    pub fn set_network(&self, network: NetworkConfig) {
+        *lock(&self.network) = network;
+    }
+
+    /// The board clock as UNIX time (starts at 0 = 1970 after every reset).
+    pub fn clock(&self) -> SystemTime {
+        let (base, set_at) = *lock(&self.clock);
+        SystemTime::UNIX_EPOCH + base + set_at.elapsed()
+    }
+
+    /// Sets the board clock (SNTP answer).
+    pub fn set_clock(&self, now: SystemTime) {
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        *lock(&self.clock) = (since_epoch, Instant::now());
+    }
+}
+
+/// A poisoned lock only means another board thread panicked; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Everything a running app can touch.
+pub struct AppContext {
+    pub chip: Chip,
+    pub mac: [u8; 6],
+    pub descriptor: AppDescriptor,
+    /// The partition the app was booted from.
+    pub partition: Partition,
+    /// The partition table the bootloader read.
+    pub table: PartitionTable,
+    pub shared: Arc<Shared>,
+    pub(crate) flash: Arc<Mutex<Flash>>,
+    pub(crate) uart0: Mutex<TTYPort>,
+    pub(crate) uart1: TTYPort,
+    pub(crate) booted: Instant,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) restart: Arc<AtomicBool>,
+}
+
+impl AppContext {
+    /// Milliseconds since reset, as ESP-IDF log lines print them.
+    pub fn uptime_ms(&self) -> u64 {
+        self.booted.elapsed().as_millis() as u64
+    }
+
+    /// Prints `I (123) tag: message` on UART0.
+    pub fn log(&self, level: LogLevel, tag: &str, message: &str) {
+        let line = format!(
+            "{} ({}) {tag}: {message}\r\n",
+            level.letter(),
+            self.uptime_ms()
+        );
+        self.log_raw(line.as_bytes());
+    }
+
+    /// Raw bytes on UART0 (panic dumps, banners).
+    pub fn log_raw(&self, bytes: &[u8]) {
+        let _ = lock(&self.uart0).write_all(bytes);
+    }
+
+    /// Reads from the AT port (UART1); returns Ok(0) after a short timeout with no data, so
+    /// the caller can check [`AppContext::stopping`].
+    pub fn at_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.uart1.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(0),
+            other => other,
+        }
+    }
+
+    /// Writes to the AT port (UART1).
+    pub fn at_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.uart1.write_all(bytes)
+    }
+
+    pub fn flash_read(&self, offset: u64, len: usize) -> Result<Vec<u8>, FlashError> {
+        lock(&self.flash).read(offset, len).map(<[u8]>::to_vec)
+    }
+
+    pub fn flash_write(&self, offset: u64, bytes: &[u8]) -> Result<(), FlashError> {
+        lock(&self.flash).write(offset, bytes)
+    }
+
+    pub fn flash_erase(&self, offset: u64, len: usize) -> Result<(), FlashError> {
+        lock(&self.flash).erase(offset, len)
+    }
+
+    /// A partition of the booted table by label (`mqtt_ca`, `otadata`, ...).
+    pub fn partition(&self, label: &str) -> Option<&Partition> {
+        self.table.find(label)
+    }
+
+    /// True once the board wants the app to return (reset, download, power off).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// `esp_restart()`: the board reboots with a software-reset banner once `run` returns.
+    pub fn restart(&self) {
+        self.restart.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

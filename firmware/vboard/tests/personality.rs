@@ -1,0 +1,96 @@
+//! A booted app runs its personality on the board's ports; the control channel's hooks for
+//! part 2 (heap reservation, defect switches, network) reach the board's shared state.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use esp_formats::image::{self, AppSpec};
+use esp_formats::{Chip, partition};
+use sparring_vboard::board::{Board, BoardConfig, Control, Mode, send_control};
+use sparring_vboard::flash::Flash;
+use sparring_vboard::personality::{Defect, boot_free_heap};
+
+fn flashed_board(dir: &std::path::Path) -> Board {
+    let chip = Chip::Esp32C3;
+    let path = dir.join("flash.bin");
+    let mut flash = Flash::open(&path, 4 << 20).unwrap();
+    flash.write(0, &image::build_bootloader(chip)).unwrap();
+    let layout = partition::esp_at_layout(chip).main;
+    flash
+        .write(
+            u64::from(partition::TABLE_OFFSET),
+            &layout.to_bytes().unwrap(),
+        )
+        .unwrap();
+    let ota_0 = layout.find("ota_0").unwrap().offset;
+    flash
+        .write(
+            u64::from(ota_0),
+            &image::build_app(&AppSpec::new(chip, "gadget", "v7")).unwrap(),
+        )
+        .unwrap();
+    drop(flash);
+    Board::start(BoardConfig::new(chip, path, dir.to_owned())).unwrap()
+}
+
+/// Reads UART0 until `count` lines contain `needle`; bounded by 10 s.
+fn read_until(port: &mut dyn Read, needle: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = String::new();
+    let mut buf = [0u8; 1024];
+    while log.matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in UART0 log:\n{log}"
+        );
+        if let Ok(n) = port.read(&mut buf) {
+            log.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    log
+}
+
+#[test]
+fn generic_personality_runs_and_control_hooks_reach_the_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = flashed_board(dir.path());
+    let mut uart0 = serialport::new(board.info.uart0.to_string_lossy(), 115_200)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .unwrap();
+    let log = read_until(&mut uart0, "generic: gadget v7 running", 1);
+    assert!(log.contains("rst:0x1 (POWERON)"), "{log}");
+
+    let control = board.info.control.clone();
+    let reply = send_control(&control, &Control::ReserveHeap { bytes: 100_000 }).unwrap();
+    let free = reply["state"]["free_heap"].as_u64().unwrap();
+    assert_eq!(free, u64::from(boot_free_heap(Chip::Esp32C3) - 100_000));
+    assert_eq!(reply["state"]["mode"], "running");
+
+    // The wire form part 2 and the scenario engine use.
+    let request: Control = serde_json::from_str(
+        r#"{"cmd":"set_defects","defects":[{"defect":"skip-cn-check"},{"defect":"leak-per-connect","bytes":512}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        request,
+        Control::SetDefects {
+            defects: vec![Defect::SkipCnCheck, Defect::LeakPerConnect { bytes: 512 }]
+        }
+    );
+    assert_eq!(send_control(&control, &request).unwrap()["ok"], true);
+    let network: Control = serde_json::from_str(
+        r#"{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(send_control(&control, &network).unwrap()["ok"], true);
+
+    // A reset stops the app and boots it again.
+    let state = board.control(Control::Reset).unwrap();
+    assert_eq!(state.mode, Mode::Running);
+    let log = read_until(&mut uart0, "generic: gadget v7 running", 1);
+    assert!(log.contains("ESP-ROM:esp32c3"), "{log}");
+    board.power_off();
+}
