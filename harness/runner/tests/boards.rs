@@ -1,5 +1,6 @@
-//! The espflash library flashes the virtual board through its ROM-loader protocol — ROM and
-//! stub, esp32 and esp32c3 — and the board then boots what it was given.
+//! The harness flashes the virtual board through the espflash library and the board's
+//! ROM-loader protocol — ROM and stub, esp32 and esp32c3 — and the board then boots what it
+//! was given.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -8,77 +9,51 @@ use std::time::{Duration, Instant};
 
 use esp_formats::image::{self, AppSpec};
 use esp_formats::{Chip, partition};
-use espflash::connection::{Connection, ResetAfterOperation, ResetBeforeOperation};
-use espflash::flasher::Flasher;
-use espflash::target::ProgressCallbacks;
-use serialport::{TTYPort, UsbPortInfo};
+use sparring_runner::flash::{FlashOptions, Region, flash};
 use sparring_vboard::board::{Board, BoardConfig, Control, Mode};
 
-struct NoProgress;
-
-impl ProgressCallbacks for NoProgress {
-    fn init(&mut self, _addr: u32, _total: usize) {}
-    fn update(&mut self, _current: usize) {}
-    fn verifying(&mut self) {}
-    fn finish(&mut self, _skipped: bool) {}
-}
-
-fn open(path: &std::path::Path) -> TTYPort {
-    serialport::new(path.to_string_lossy(), 115_200)
-        .timeout(Duration::from_millis(100))
-        .open_native()
-        .unwrap()
-}
-
-fn espflash_chip(chip: Chip) -> espflash::target::Chip {
-    match chip {
-        Chip::Esp32 => espflash::target::Chip::Esp32,
-        _ => espflash::target::Chip::Esp32c3,
-    }
-}
-
-/// Flashes bootloader, partition table and app with espflash; returns the board.
+/// Flashes bootloader, partition table and app through the harness's espflash path.
 fn flash_board(chip: Chip, use_stub: bool, dir: &std::path::Path) -> Board {
     let mut config = BoardConfig::new(chip, dir.join("flash.bin"), dir.to_path_buf());
     config.download = true;
     let board = Board::start(config).unwrap();
-    let port = open(&board.info.uart0);
-    let info = UsbPortInfo {
-        vid: 0,
-        pid: 0,
-        serial_number: None,
-        manufacturer: None,
-        product: None,
-    };
-    let connection = Connection::new(
-        port,
-        info,
-        ResetAfterOperation::NoReset,
-        ResetBeforeOperation::NoReset,
-        115_200,
-    );
-    let mut flasher = Flasher::connect(
-        connection,
-        use_stub,
-        true,
-        false,
-        Some(espflash_chip(chip)),
-        None,
+    let layout = partition::esp_at_layout(chip);
+    let regions = [
+        Region {
+            offset: chip.bootloader_offset(),
+            data: image::build_bootloader(chip),
+            name: "bootloader.bin".into(),
+        },
+        Region {
+            offset: partition::TABLE_OFFSET,
+            data: layout.main.to_bytes().unwrap(),
+            name: "partition-table.bin".into(),
+        },
+        Region {
+            offset: layout.main.find("ota_0").unwrap().offset,
+            data: image::build_app(&AppSpec::new(chip, "blink", "v1.2.3")).unwrap(),
+            name: "app.bin".into(),
+        },
+    ];
+    let report = flash(
+        &board.info.uart0,
+        &regions,
+        &FlashOptions {
+            chip,
+            use_stub,
+            progress: false,
+        },
     )
     .unwrap();
-    let layout = partition::esp_at_layout(chip);
-    let app = image::build_app(&AppSpec::new(chip, "blink", "v1.2.3")).unwrap();
-    let ota_0 = layout.main.find("ota_0").unwrap().offset;
-    for (addr, data) in [
-        (chip.bootloader_offset(), image::build_bootloader(chip)),
-        (partition::TABLE_OFFSET, layout.main.to_bytes().unwrap()),
-        (ota_0, app),
-    ] {
-        flasher
-            .write_bin_to_flash(addr, &data, &mut NoProgress)
-            .unwrap();
-    }
+    assert_eq!(report.written.len(), 3);
     board
+}
+
+fn open(path: &std::path::Path) -> serialport::TTYPort {
+    serialport::new(path.to_string_lossy(), 115_200)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .unwrap()
 }
 
 /// Resets the board and collects UART0 until `until` appears (bounded by a deadline).
