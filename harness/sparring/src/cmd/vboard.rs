@@ -15,7 +15,9 @@ use sparring_vboard::board::{Board, BoardConfig};
 /// `{"chip":"esp32c3","uart0":"/dev/pts/5","uart1":"/dev/pts/6","control":"…/control.sock","mac":"…"}`.
 /// The control socket takes one JSON request per line instead of the EN and BOOT buttons:
 /// `{"cmd":"reset"}` (boot from flash), `{"cmd":"download"}` (restart into the ROM loader),
-/// `{"cmd":"state"}`, `{"cmd":"power_off"}`.
+/// `{"cmd":"state"}`, `{"cmd":"power_off"}`, and the firmware hooks
+/// `{"cmd":"reserve_heap","bytes":N}`, `{"cmd":"set_defects","defects":[{"defect":"skip-cn-check"}]}`,
+/// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"}}}`.
 ///
 /// Flash it with espflash (library, ResetBeforeOperation::NoReset) or esptool
 /// (`--before no-reset --after no-reset`): ptys have no DTR/RTS lines to reset the chip.
