@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod boot;
+pub mod esp_at;
 pub mod flash;
 pub mod personality;
 pub mod rom;

@@ -1,0 +1,194 @@
+//! The AT dispatcher: turns bytes from the AT UART into the bytes a module answers with.
+//! Pure (no I/O, no clock) so it can be driven by tests, a fuzzer and the board alike.
+
+use super::framing::{FrameEvent, LineFramer};
+use super::parse::{AtCommand, AtError, CommandKind, Param, parse_line};
+
+/// What `AT+GMR` reports about the running image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareInfo {
+    /// The app descriptor's version, e.g. `2.2.0.0`.
+    pub at_version: String,
+    pub idf_version: String,
+    pub compile_time: String,
+    pub chip_name: String,
+}
+
+/// Side effects the board must carry out after a command's response has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardAction {
+    Restart,
+    FactoryRestore,
+}
+
+/// AT command state of one module.
+#[derive(Debug)]
+pub struct AtEngine {
+    framer: LineFramer,
+    info: FirmwareInfo,
+    echo: bool,
+    syslog: bool,
+    sysmsg: i64,
+    wifi_mode: i64,
+    free_heap: u32,
+    min_free_heap: u32,
+    pending_action: Option<BoardAction>,
+}
+
+const OK: &[u8] = b"\r\nOK\r\n";
+const ERROR: &[u8] = b"\r\nERROR\r\n";
+
+impl AtEngine {
+    /// A freshly booted module (echo on, SYSLOG off, station mode) with `free_heap` bytes free.
+    pub fn new(info: FirmwareInfo, free_heap: u32) -> Self {
+        Self {
+            framer: LineFramer::new(),
+            info,
+            echo: true,
+            syslog: false,
+            sysmsg: 0,
+            wifi_mode: 1,
+            free_heap,
+            min_free_heap: free_heap,
+            pending_action: None,
+        }
+    }
+
+    /// What the module prints on the AT port once booted.
+    pub fn ready_banner() -> &'static [u8] {
+        b"\r\nready\r\n"
+    }
+
+    /// A restart or restore requested by the last command, taken once.
+    pub fn take_action(&mut self) -> Option<BoardAction> {
+        self.pending_action.take()
+    }
+
+    /// Feeds bytes received on the AT UART; returns the bytes to send back. Never panics.
+    pub fn feed(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &byte in input {
+            if self.echo && !self.framer.in_data_mode() {
+                out.push(byte);
+            }
+            match self.framer.push(byte) {
+                None | Some(FrameEvent::Data(_)) => {}
+                Some(FrameEvent::Line(line)) if line.is_empty() => {}
+                Some(FrameEvent::Line(line)) => {
+                    let result = parse_line(&line).and_then(|cmd| self.execute(&cmd, &mut out));
+                    self.finish(result, &mut out);
+                }
+                Some(FrameEvent::MissingCarriageReturn) => {
+                    self.finish(Err(AtError::NoTerminator), &mut out)
+                }
+                Some(FrameEvent::Overlong) => self.finish(Err(AtError::ParamLength(0)), &mut out),
+            }
+        }
+        out
+    }
+
+    fn finish(&self, result: Result<(), AtError>, out: &mut Vec<u8>) {
+        match result {
+            Ok(()) => out.extend_from_slice(OK),
+            Err(error) => {
+                if self.syslog {
+                    out.extend_from_slice(
+                        format!("ERR CODE:0x{:08x}\r\n", error.code()).as_bytes(),
+                    );
+                }
+                out.extend_from_slice(ERROR);
+            }
+        }
+    }
+
+    /// Runs one command, writing its information lines; `Ok` is followed by `OK`.
+    fn execute(&mut self, cmd: &AtCommand, out: &mut Vec<u8>) -> Result<(), AtError> {
+        match (cmd.name.as_str(), &cmd.kind) {
+            ("", CommandKind::Execute) => Ok(()),
+            ("E", CommandKind::Set(p)) => {
+                self.echo = int_in(p, 0, 0, 1)? == 1;
+                Ok(())
+            }
+            ("+GMR", CommandKind::Execute) => {
+                let i = &self.info;
+                let text = format!(
+                    "AT version:{}({})\r\nSDK version:{}\r\ncompile time:{}\r\nBin version:{}({})\r\n",
+                    i.at_version,
+                    i.chip_name,
+                    i.idf_version,
+                    i.compile_time,
+                    i.at_version,
+                    i.chip_name
+                );
+                out.extend_from_slice(text.as_bytes());
+                Ok(())
+            }
+            ("+RST", CommandKind::Execute) => {
+                self.pending_action = Some(BoardAction::Restart);
+                Ok(())
+            }
+            ("+RESTORE", CommandKind::Execute) => {
+                self.pending_action = Some(BoardAction::FactoryRestore);
+                Ok(())
+            }
+            ("+SYSRAM", CommandKind::Query) => {
+                let line = format!("+SYSRAM:{},{}\r\n", self.free_heap, self.min_free_heap);
+                out.extend_from_slice(line.as_bytes());
+                Ok(())
+            }
+            ("+SYSLOG", CommandKind::Query) => {
+                out.extend_from_slice(format!("+SYSLOG:{}\r\n", u8::from(self.syslog)).as_bytes());
+                Ok(())
+            }
+            ("+SYSLOG", CommandKind::Set(p)) => {
+                self.syslog = int_in(p, 0, 0, 1)? == 1;
+                Ok(())
+            }
+            ("+SYSMSG", CommandKind::Query) => {
+                out.extend_from_slice(format!("+SYSMSG:{}\r\n", self.sysmsg).as_bytes());
+                Ok(())
+            }
+            ("+SYSMSG", CommandKind::Set(p)) => {
+                self.sysmsg = int_in(p, 0, 0, 7)?;
+                Ok(())
+            }
+            ("+CWMODE", CommandKind::Query) => {
+                out.extend_from_slice(format!("+CWMODE:{}\r\n", self.wifi_mode).as_bytes());
+                Ok(())
+            }
+            ("+CWMODE", CommandKind::Set(p)) => {
+                if p.len() > 2 {
+                    return Err(AtError::ParamCount {
+                        need: 2,
+                        given: count(p),
+                    });
+                }
+                self.wifi_mode = int_in(p, 0, 0, 3)?;
+                Ok(())
+            }
+            (
+                "" | "E" | "+GMR" | "+RST" | "+RESTORE" | "+SYSRAM" | "+SYSLOG" | "+SYSMSG"
+                | "+CWMODE",
+                _,
+            ) => Err(AtError::WrongOperation),
+            _ => Err(AtError::Unsupported),
+        }
+    }
+}
+
+fn count(params: &[Param]) -> u8 {
+    u8::try_from(params.len()).unwrap_or(u8::MAX)
+}
+
+/// The integer parameter at `index`, required and within `min..=max`.
+fn int_in(params: &[Param], index: u16, min: i64, max: i64) -> Result<i64, AtError> {
+    match params.get(usize::from(index)) {
+        Some(Param::Int(v)) if (min..=max).contains(v) => Ok(*v),
+        Some(Param::Int(_)) => Err(AtError::ParamInvalid(index)),
+        Some(Param::Str(_)) => Err(AtError::ParamType(index)),
+        Some(Param::Omitted) | None => Err(AtError::ParamCount {
+            need: u8::try_from(index + 1).unwrap_or(u8::MAX),
+            given: count(params),
+        }),
+    }
+}

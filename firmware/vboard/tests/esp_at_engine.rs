@@ -1,0 +1,182 @@
+//! The AT command layer without a board: framing, parsing, error codes, basic commands.
+
+use sparring_vboard::esp_at::{
+    AtEngine, AtError, BoardAction, CommandKind, FirmwareInfo, MAX_LINE_LEN, Param, parse_line,
+};
+
+fn engine() -> AtEngine {
+    let info = FirmwareInfo {
+        at_version: "3.2.0.0".into(),
+        idf_version: "v5.0.6".into(),
+        compile_time: "Nov 22 2026 12:00:00".into(),
+        chip_name: "ESP32".into(),
+    };
+    let mut at = AtEngine::new(info, 148_408);
+    assert_eq!(at.feed(b"ATE0\r\n"), b"ATE0\r\n\r\nOK\r\n");
+    at
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn parses_every_operation_type_and_escapes() {
+    let set = parse_line(br#"AT+MQTTUSERCFG=0,5,"dev\"ice\,1","","",-3,,"p\\""#).expect("valid");
+    assert_eq!(set.name, "+MQTTUSERCFG");
+    assert_eq!(
+        set.kind,
+        CommandKind::Set(vec![
+            Param::Int(0),
+            Param::Int(5),
+            Param::Str(b"dev\"ice,1".to_vec()),
+            Param::Str(vec![]),
+            Param::Str(vec![]),
+            Param::Int(-3),
+            Param::Omitted,
+            Param::Str(b"p\\".to_vec()),
+        ])
+    );
+    assert_eq!(
+        parse_line(b"AT+SYSRAM?").expect("query").kind,
+        CommandKind::Query
+    );
+    assert_eq!(
+        parse_line(b"AT+CWMODE=?").expect("test").kind,
+        CommandKind::Test
+    );
+    assert_eq!(
+        parse_line(b"AT+GMR").expect("exec").kind,
+        CommandKind::Execute
+    );
+    assert_eq!(
+        parse_line(b"ATE1").expect("basic").kind,
+        CommandKind::Set(vec![Param::Int(1)])
+    );
+}
+
+#[test]
+fn malformed_lines_name_the_failing_parameter() {
+    assert_eq!(parse_line(b"HELLO"), Err(AtError::NoAt));
+    assert_eq!(parse_line(br#"AT+X=1,"open"#), Err(AtError::ParamParse(1)));
+    assert_eq!(parse_line(b"AT+X=1,abc"), Err(AtError::ParamParse(1)));
+    assert_eq!(parse_line(br#"AT+X="a"b"#), Err(AtError::ParamParse(0)));
+    assert_eq!(parse_line(b"AT+"), Err(AtError::Unsupported));
+    assert_eq!(
+        parse_line(b"AT+X=99999999999999999999"),
+        Err(AtError::ParamParse(0))
+    );
+}
+
+#[test]
+fn basic_commands_answer_like_the_module() {
+    let mut at = engine();
+    assert_eq!(text(at.feed(b"AT\r\n")), "\r\nOK\r\n");
+    assert_eq!(
+        text(at.feed(b"AT+SYSRAM?\r\n")),
+        "+SYSRAM:148408,148408\r\n\r\nOK\r\n"
+    );
+    assert!(
+        text(at.feed(b"AT+GMR\r\n"))
+            .starts_with("AT version:3.2.0.0(ESP32)\r\nSDK version:v5.0.6\r\n")
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWMODE=3\r\nAT+CWMODE?\r\n")),
+        "\r\nOK\r\n+CWMODE:3\r\n\r\nOK\r\n"
+    );
+    assert_eq!(at.take_action(), None);
+    assert_eq!(text(at.feed(b"AT+RST\r\n")), "\r\nOK\r\n");
+    assert_eq!(at.take_action(), Some(BoardAction::Restart));
+}
+
+#[test]
+fn echo_is_on_until_ate0() {
+    let info = FirmwareInfo {
+        at_version: "2.2.0.0".into(),
+        idf_version: "v4.4".into(),
+        compile_time: "x".into(),
+        chip_name: "ESP32-C3".into(),
+    };
+    let mut at = AtEngine::new(info, 1000);
+    assert_eq!(text(at.feed(b"AT\r\n")), "AT\r\n\r\nOK\r\n");
+    assert_eq!(
+        text(at.feed(b"ATE0\r\nAT\r\n")),
+        "ATE0\r\n\r\nOK\r\n\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"ATE1\r\nAT\r\n")),
+        "\r\nOK\r\nAT\r\n\r\nOK\r\n"
+    );
+}
+
+#[test]
+fn errors_print_err_code_only_after_syslog_1() {
+    let mut at = engine();
+    assert_eq!(text(at.feed(b"AT+FAKE\r\n")), "\r\nERROR\r\n");
+    assert_eq!(text(at.feed(b"AT+SYSLOG=1\r\n")), "\r\nOK\r\n");
+    assert_eq!(
+        text(at.feed(b"AT+FAKE\r\n")),
+        "ERR CODE:0x01090000\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWMODE=7\r\n")),
+        "ERR CODE:0x01070000\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWMODE=\"1\"\r\n")),
+        "ERR CODE:0x01050000\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+GMR=?\r\n")),
+        "ERR CODE:0x010c0000\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT\n")),
+        "ERR CODE:0x01020000\r\n\r\nERROR\r\n"
+    );
+}
+
+#[test]
+fn overlong_line_is_refused_and_the_next_line_works() {
+    let mut at = engine();
+    let mut long = b"AT+MQTTPUB=0,\"t\",\"".to_vec();
+    long.resize(MAX_LINE_LEN * 4, b'x');
+    long.extend_from_slice(b"\",0,0\r\n");
+    assert_eq!(text(at.feed(&long)), "\r\nERROR\r\n");
+    assert_eq!(text(at.feed(b"AT\r\n")), "\r\nOK\r\n");
+    let mut max = b"AT+X=\"".to_vec();
+    max.resize(MAX_LINE_LEN - 1, b'y');
+    max.extend_from_slice(b"\"\r\n");
+    // A maximal line reaches the parser (unknown command), it is not cut as overlong.
+    at.feed(b"AT+SYSLOG=1\r\n");
+    assert_eq!(text(at.feed(&max)), "ERR CODE:0x01090000\r\n\r\nERROR\r\n");
+}
+
+#[test]
+fn arbitrary_bytes_never_panic_and_the_engine_recovers() {
+    let mut at = engine();
+    // Deterministic pseudo-random input (xorshift), bounded in size.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..2000 {
+        let mut chunk = Vec::new();
+        for _ in 0..64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let byte = [
+                b'A', b'T', b'+', b'=', b'"', b'\\', b',', b'?', b'\r', b'\n', b'1',
+            ][(state % 11) as usize];
+            chunk.push(if state.is_multiple_of(7) {
+                (state >> 8) as u8
+            } else {
+                byte
+            });
+        }
+        at.feed(&chunk);
+    }
+    at.feed(b"\r\n");
+    assert_eq!(
+        text(at.feed(b"ATE0\r\nAT\r\n")).rsplit("\r\n\r\n").next(),
+        Some("OK\r\n")
+    );
+}
