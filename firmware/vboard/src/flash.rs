@@ -116,8 +116,13 @@ impl Flash {
     /// Erases whole sectors covering `[offset, offset + len)`.
     pub fn erase(&mut self, offset: u64, len: usize) -> Result<(), FlashError> {
         let start = offset - offset % SECTOR as u64;
-        let end = (offset + len as u64).div_ceil(SECTOR as u64) * SECTOR as u64;
-        let range = self.range(start, (end - start) as usize)?;
+        // Saturating: an absurd offset or length must end as OutOfRange, not an overflow panic.
+        let end = offset
+            .saturating_add(len as u64)
+            .div_ceil(SECTOR as u64)
+            .saturating_mul(SECTOR as u64);
+        let span = usize::try_from(end - start).unwrap_or(usize::MAX);
+        let range = self.range(start, span)?;
         self.data[range.clone()].fill(0xFF);
         self.persist(range)
     }
