@@ -59,6 +59,12 @@ impl AtEngine {
         b"\r\nready\r\n"
     }
 
+    /// Updates what `AT+SYSRAM?` reports (the board's heap model owns the figures).
+    pub fn set_heap(&mut self, free: u32, min_free: u32) {
+        self.free_heap = free;
+        self.min_free_heap = min_free;
+    }
+
     /// A restart or restore requested by the last command, taken once.
     pub fn take_action(&mut self) -> Option<BoardAction> {
         self.pending_action.take()

@@ -1,12 +1,13 @@
-//! The ESP-AT firmware personality (issue 5). So far: the AT command layer as a pure engine —
-//! bytes from the AT UART in, bytes for the AT UART out — with no I/O of its own, so it can be
-//! tested and fuzzed without a board. Networking, flash-backed provisioning and the
-//! [`crate::personality::Personality`] glue build on [`engine::AtEngine`].
+//! The ESP-AT firmware personality (issue 5). The AT command layer is a pure engine — bytes
+//! from the AT UART in, bytes for the AT UART out — with no I/O of its own, so it can be tested
+//! and fuzzed without a board; [`EspAt`] wires it to the board's [`crate::personality::AppContext`].
 
+pub mod board_glue;
 pub mod engine;
 pub mod framing;
 pub mod parse;
 
+pub use board_glue::EspAt;
 pub use engine::{AtEngine, BoardAction, FirmwareInfo};
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};
