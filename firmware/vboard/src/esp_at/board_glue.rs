@@ -2,8 +2,9 @@
 //! board's heap model and its restart line.
 
 use esp_formats::image::AppDescriptor;
+use esp_formats::partition::Partition;
 
-use super::engine::{AtEngine, BoardAction, FirmwareInfo};
+use super::engine::{AtEngine, BoardAction, FirmwareInfo, UserFlash};
 use crate::personality::{AppContext, LogLevel, Personality};
 
 /// The app whose descriptor names the project `esp-at`.
@@ -25,6 +26,38 @@ fn firmware_info(descriptor: &AppDescriptor, chip_name: &str) -> FirmwareInfo {
     }
 }
 
+/// ESP-AT's user partitions are the custom data types (0x40 and up) of the booted table.
+const FIRST_USER_PARTITION_TYPE: u8 = 0x40;
+
+/// [`UserFlash`] on the board's flash chip.
+struct BoardFlash<'a>(&'a AppContext);
+
+impl UserFlash for BoardFlash<'_> {
+    fn user_partitions(&self) -> Vec<Partition> {
+        let table = &self.0.table.partitions;
+        table
+            .iter()
+            .filter(|p| p.kind >= FIRST_USER_PARTITION_TYPE)
+            .cloned()
+            .collect()
+    }
+
+    fn erase(&mut self, partition: &Partition, offset: u32, len: u32) -> bool {
+        let start = u64::from(partition.offset) + u64::from(offset);
+        self.0.flash_erase(start, len as usize).is_ok()
+    }
+
+    fn write(&mut self, partition: &Partition, offset: u32, bytes: &[u8]) -> bool {
+        let start = u64::from(partition.offset) + u64::from(offset);
+        self.0.flash_write(start, bytes).is_ok()
+    }
+
+    fn read(&mut self, partition: &Partition, offset: u32, len: u32) -> Option<Vec<u8>> {
+        let start = u64::from(partition.offset) + u64::from(offset);
+        self.0.flash_read(start, len as usize).ok()
+    }
+}
+
 impl Personality for EspAt {
     fn run(self: Box<Self>, mut ctx: AppContext) {
         let heap = ctx.shared.heap();
@@ -43,7 +76,7 @@ impl Personality for EspAt {
             };
             let heap = ctx.shared.heap();
             engine.set_heap(heap.free, heap.min_free);
-            let reply = engine.feed(received);
+            let reply = engine.feed(received, &mut BoardFlash(&ctx));
             if ctx.at_write(&reply).is_err() {
                 return;
             }

@@ -1,6 +1,8 @@
 //! The AT dispatcher: turns bytes from the AT UART into the bytes a module answers with.
 //! Pure (no I/O, no clock) so it can be driven by tests, a fuzzer and the board alike.
 
+use esp_formats::partition::Partition;
+
 use super::framing::{FrameEvent, LineFramer};
 use super::parse::{AtCommand, AtError, CommandKind, Param, parse_line};
 
@@ -21,6 +23,21 @@ pub enum BoardAction {
     FactoryRestore,
 }
 
+/// The board's user partitions (`mqtt_ca`, `client_cert`, ...) as `AT+SYSFLASH` sees them.
+/// Offsets are relative to the partition start; the engine checks bounds before calling.
+pub trait UserFlash {
+    fn user_partitions(&self) -> Vec<Partition>;
+    fn erase(&mut self, partition: &Partition, offset: u32, len: u32) -> bool;
+    fn write(&mut self, partition: &Partition, offset: u32, bytes: &[u8]) -> bool;
+    fn read(&mut self, partition: &Partition, offset: u32, len: u32) -> Option<Vec<u8>>;
+}
+
+/// A command waiting for the raw bytes announced by its `>` prompt.
+#[derive(Debug)]
+enum PendingData {
+    SysflashWrite { partition: Partition, offset: u32 },
+}
+
 /// AT command state of one module.
 #[derive(Debug)]
 pub struct AtEngine {
@@ -33,6 +50,7 @@ pub struct AtEngine {
     free_heap: u32,
     min_free_heap: u32,
     pending_action: Option<BoardAction>,
+    pending_data: Option<PendingData>,
 }
 
 const OK: &[u8] = b"\r\nOK\r\n";
@@ -51,6 +69,7 @@ impl AtEngine {
             free_heap,
             min_free_heap: free_heap,
             pending_action: None,
+            pending_data: None,
         }
     }
 
@@ -71,18 +90,26 @@ impl AtEngine {
     }
 
     /// Feeds bytes received on the AT UART; returns the bytes to send back. Never panics.
-    pub fn feed(&mut self, input: &[u8]) -> Vec<u8> {
+    pub fn feed(&mut self, input: &[u8], flash: &mut dyn UserFlash) -> Vec<u8> {
         let mut out = Vec::new();
         for &byte in input {
             if self.echo && !self.framer.in_data_mode() {
                 out.push(byte);
             }
             match self.framer.push(byte) {
-                None | Some(FrameEvent::Data(_)) => {}
+                None => {}
+                Some(FrameEvent::Data(data)) => {
+                    let result = self.complete_data(&data, flash);
+                    self.finish(result, &mut out);
+                }
                 Some(FrameEvent::Line(line)) if line.is_empty() => {}
                 Some(FrameEvent::Line(line)) => {
-                    let result = parse_line(&line).and_then(|cmd| self.execute(&cmd, &mut out));
-                    self.finish(result, &mut out);
+                    let result =
+                        parse_line(&line).and_then(|cmd| self.execute(&cmd, flash, &mut out));
+                    // A command that prompted for data answers once the data is in.
+                    if result.is_err() || self.pending_data.is_none() {
+                        self.finish(result, &mut out);
+                    }
                 }
                 Some(FrameEvent::MissingCarriageReturn) => {
                     self.finish(Err(AtError::NoTerminator), &mut out)
@@ -107,8 +134,87 @@ impl AtEngine {
         }
     }
 
+    fn complete_data(&mut self, data: &[u8], flash: &mut dyn UserFlash) -> Result<(), AtError> {
+        match self.pending_data.take() {
+            Some(PendingData::SysflashWrite { partition, offset }) => {
+                if flash.write(&partition, offset, data) {
+                    Ok(())
+                } else {
+                    Err(AtError::ExecFailed(0))
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `AT+SYSFLASH=<op>,"<partition>"[,<offset>,<length>]`: 0 erase, 1 write (prompt), 2 read.
+    fn sysflash(
+        &mut self,
+        params: &[Param],
+        flash: &mut dyn UserFlash,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
+        let operation = int_in(params, 0, 0, 2)?;
+        let name = match params.get(1) {
+            Some(Param::Str(name)) => name,
+            Some(Param::Int(_)) => return Err(AtError::ParamType(1)),
+            _ => {
+                return Err(AtError::ParamCount {
+                    need: 2,
+                    given: count(params),
+                });
+            }
+        };
+        let partition = flash
+            .user_partitions()
+            .into_iter()
+            .find(|p| p.label.as_bytes() == name.as_slice())
+            .ok_or(AtError::ParamInvalid(1))?;
+        let size = i64::from(partition.size);
+        let (offset, len) = match (params.get(2), params.get(3)) {
+            (None, None) if operation == 0 => (0, partition.size),
+            _ => {
+                let offset = int_in(params, 2, 0, size - 1)?;
+                let len = int_in(params, 3, 1, size - offset)?;
+                // In range of a u32 partition size, checked just above.
+                (offset as u32, len as u32)
+            }
+        };
+        match operation {
+            0 => {
+                if offset % 4096 != 0 || (len % 4096 != 0 && offset + len != partition.size) {
+                    return Err(AtError::ParamInvalid(2));
+                }
+                flash
+                    .erase(&partition, offset, len)
+                    .then_some(())
+                    .ok_or(AtError::ExecFailed(0))
+            }
+            1 => {
+                self.framer.expect_data(len as usize);
+                self.pending_data = Some(PendingData::SysflashWrite { partition, offset });
+                out.extend_from_slice(b"\r\n>");
+                Ok(())
+            }
+            _ => {
+                let data = flash
+                    .read(&partition, offset, len)
+                    .ok_or(AtError::ExecFailed(0))?;
+                out.extend_from_slice(format!("+SYSFLASH:{len},").as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+        }
+    }
+
     /// Runs one command, writing its information lines; `Ok` is followed by `OK`.
-    fn execute(&mut self, cmd: &AtCommand, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn execute(
+        &mut self,
+        cmd: &AtCommand,
+        flash: &mut dyn UserFlash,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         match (cmd.name.as_str(), &cmd.kind) {
             ("", CommandKind::Execute) => Ok(()),
             ("E", CommandKind::Set(p)) => {
@@ -158,6 +264,17 @@ impl AtEngine {
                 self.sysmsg = int_in(p, 0, 0, 7)?;
                 Ok(())
             }
+            ("+SYSFLASH", CommandKind::Query) => {
+                for p in flash.user_partitions() {
+                    let line = format!(
+                        "+SYSFLASH:\"{}\",{},{},0x{:x},0x{:x}\r\n",
+                        p.label, p.kind, p.subtype, p.offset, p.size
+                    );
+                    out.extend_from_slice(line.as_bytes());
+                }
+                Ok(())
+            }
+            ("+SYSFLASH", CommandKind::Set(p)) => self.sysflash(p, flash, out),
             ("+CWMODE", CommandKind::Query) => {
                 out.extend_from_slice(format!("+CWMODE:{}\r\n", self.wifi_mode).as_bytes());
                 Ok(())
@@ -174,7 +291,7 @@ impl AtEngine {
             }
             (
                 "" | "E" | "+GMR" | "+RST" | "+RESTORE" | "+SYSRAM" | "+SYSLOG" | "+SYSMSG"
-                | "+CWMODE",
+                | "+SYSFLASH" | "+CWMODE",
                 _,
             ) => Err(AtError::WrongOperation),
             _ => Err(AtError::Unsupported),
