@@ -2,50 +2,16 @@
 
 use esp_formats::partition::Partition;
 use sparring_vboard::esp_at::{
-    AtEngine, AtError, BoardAction, CommandKind, FirmwareInfo, MAX_LINE_LEN, Param, UserFlash,
+    AtEngine, AtError, BoardAction, CommandKind, FirmwareInfo, MAX_LINE_LEN, MemoryFlash, Param,
     parse_line,
 };
 
-/// Two 8 KiB user partitions in memory, erased to 0xFF.
-struct MemFlash {
-    partitions: Vec<Partition>,
-    bytes: Vec<u8>,
-}
-
-impl Default for MemFlash {
-    fn default() -> Self {
-        Self {
-            partitions: vec![
-                Partition::new("mqtt_cert", 0x40, 12, 0x3A000, 0x2000),
-                Partition::new("mqtt_ca", 0x40, 14, 0x3C000, 0x2000),
-            ],
-            bytes: vec![0xFF; 0x4000],
-        }
-    }
-}
-
-impl MemFlash {
-    fn range(p: &Partition, offset: u32, len: usize) -> std::ops::Range<usize> {
-        let start = (p.offset - 0x3A000 + offset) as usize;
-        start..start + len
-    }
-}
-
-impl UserFlash for MemFlash {
-    fn user_partitions(&self) -> Vec<Partition> {
-        self.partitions.clone()
-    }
-    fn erase(&mut self, p: &Partition, offset: u32, len: u32) -> bool {
-        self.bytes[Self::range(p, offset, len as usize)].fill(0xFF);
-        true
-    }
-    fn write(&mut self, p: &Partition, offset: u32, data: &[u8]) -> bool {
-        self.bytes[Self::range(p, offset, data.len())].copy_from_slice(data);
-        true
-    }
-    fn read(&mut self, p: &Partition, offset: u32, len: u32) -> Option<Vec<u8>> {
-        Some(self.bytes[Self::range(p, offset, len as usize)].to_vec())
-    }
+/// Two 8 KiB user partitions, erased.
+fn flash() -> MemoryFlash {
+    MemoryFlash::new(vec![
+        Partition::new("mqtt_cert", 0x40, 12, 0x3A000, 0x2000),
+        Partition::new("mqtt_ca", 0x40, 14, 0x3C000, 0x2000),
+    ])
 }
 
 fn engine() -> AtEngine {
@@ -56,10 +22,7 @@ fn engine() -> AtEngine {
         chip_name: "ESP32".into(),
     };
     let mut at = AtEngine::new(info, 148_408);
-    assert_eq!(
-        at.feed(b"ATE0\r\n", &mut MemFlash::default()),
-        b"ATE0\r\n\r\nOK\r\n"
-    );
+    assert_eq!(at.feed(b"ATE0\r\n", &mut flash()), b"ATE0\r\n\r\nOK\r\n");
     at
 }
 
@@ -118,27 +81,21 @@ fn malformed_lines_name_the_failing_parameter() {
 #[test]
 fn basic_commands_answer_like_the_module() {
     let mut at = engine();
+    assert_eq!(text(at.feed(b"AT\r\n", &mut flash())), "\r\nOK\r\n");
     assert_eq!(
-        text(at.feed(b"AT\r\n", &mut MemFlash::default())),
-        "\r\nOK\r\n"
-    );
-    assert_eq!(
-        text(at.feed(b"AT+SYSRAM?\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+SYSRAM?\r\n", &mut flash())),
         "+SYSRAM:148408,148408\r\n\r\nOK\r\n"
     );
     assert!(
-        text(at.feed(b"AT+GMR\r\n", &mut MemFlash::default()))
+        text(at.feed(b"AT+GMR\r\n", &mut flash()))
             .starts_with("AT version:3.2.0.0(ESP32)\r\nSDK version:v5.0.6\r\n")
     );
     assert_eq!(
-        text(at.feed(b"AT+CWMODE=3\r\nAT+CWMODE?\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+CWMODE=3\r\nAT+CWMODE?\r\n", &mut flash())),
         "\r\nOK\r\n+CWMODE:3\r\n\r\nOK\r\n"
     );
     assert_eq!(at.take_action(), None);
-    assert_eq!(
-        text(at.feed(b"AT+RST\r\n", &mut MemFlash::default())),
-        "\r\nOK\r\n"
-    );
+    assert_eq!(text(at.feed(b"AT+RST\r\n", &mut flash())), "\r\nOK\r\n");
     assert_eq!(at.take_action(), Some(BoardAction::Restart));
 }
 
@@ -151,16 +108,13 @@ fn echo_is_on_until_ate0() {
         chip_name: "ESP32-C3".into(),
     };
     let mut at = AtEngine::new(info, 1000);
+    assert_eq!(text(at.feed(b"AT\r\n", &mut flash())), "AT\r\n\r\nOK\r\n");
     assert_eq!(
-        text(at.feed(b"AT\r\n", &mut MemFlash::default())),
-        "AT\r\n\r\nOK\r\n"
-    );
-    assert_eq!(
-        text(at.feed(b"ATE0\r\nAT\r\n", &mut MemFlash::default())),
+        text(at.feed(b"ATE0\r\nAT\r\n", &mut flash())),
         "ATE0\r\n\r\nOK\r\n\r\nOK\r\n"
     );
     assert_eq!(
-        text(at.feed(b"ATE1\r\nAT\r\n", &mut MemFlash::default())),
+        text(at.feed(b"ATE1\r\nAT\r\n", &mut flash())),
         "\r\nOK\r\nAT\r\n\r\nOK\r\n"
     );
 }
@@ -168,32 +122,29 @@ fn echo_is_on_until_ate0() {
 #[test]
 fn errors_print_err_code_only_after_syslog_1() {
     let mut at = engine();
+    assert_eq!(text(at.feed(b"AT+FAKE\r\n", &mut flash())), "\r\nERROR\r\n");
     assert_eq!(
-        text(at.feed(b"AT+FAKE\r\n", &mut MemFlash::default())),
-        "\r\nERROR\r\n"
-    );
-    assert_eq!(
-        text(at.feed(b"AT+SYSLOG=1\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+SYSLOG=1\r\n", &mut flash())),
         "\r\nOK\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+FAKE\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+FAKE\r\n", &mut flash())),
         "ERR CODE:0x01090000\r\n\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+CWMODE=7\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+CWMODE=7\r\n", &mut flash())),
         "ERR CODE:0x01070000\r\n\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+CWMODE=\"1\"\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+CWMODE=\"1\"\r\n", &mut flash())),
         "ERR CODE:0x01050000\r\n\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+GMR=?\r\n", &mut MemFlash::default())),
+        text(at.feed(b"AT+GMR=?\r\n", &mut flash())),
         "ERR CODE:0x010c0000\r\n\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT\n", &mut MemFlash::default())),
+        text(at.feed(b"AT\n", &mut flash())),
         "ERR CODE:0x01020000\r\n\r\nERROR\r\n"
     );
 }
@@ -204,21 +155,15 @@ fn overlong_line_is_refused_and_the_next_line_works() {
     let mut long = b"AT+MQTTPUB=0,\"t\",\"".to_vec();
     long.resize(MAX_LINE_LEN * 4, b'x');
     long.extend_from_slice(b"\",0,0\r\n");
-    assert_eq!(
-        text(at.feed(&long, &mut MemFlash::default())),
-        "\r\nERROR\r\n"
-    );
-    assert_eq!(
-        text(at.feed(b"AT\r\n", &mut MemFlash::default())),
-        "\r\nOK\r\n"
-    );
+    assert_eq!(text(at.feed(&long, &mut flash())), "\r\nERROR\r\n");
+    assert_eq!(text(at.feed(b"AT\r\n", &mut flash())), "\r\nOK\r\n");
     let mut max = b"AT+X=\"".to_vec();
     max.resize(MAX_LINE_LEN - 1, b'y');
     max.extend_from_slice(b"\"\r\n");
     // A maximal line reaches the parser (unknown command), it is not cut as overlong.
-    at.feed(b"AT+SYSLOG=1\r\n", &mut MemFlash::default());
+    at.feed(b"AT+SYSLOG=1\r\n", &mut flash());
     assert_eq!(
-        text(at.feed(&max, &mut MemFlash::default())),
+        text(at.feed(&max, &mut flash())),
         "ERR CODE:0x01090000\r\n\r\nERROR\r\n"
     );
 }
@@ -243,11 +188,11 @@ fn arbitrary_bytes_never_panic_and_the_engine_recovers() {
                 byte
             });
         }
-        at.feed(&chunk, &mut MemFlash::default());
+        at.feed(&chunk, &mut flash());
     }
-    at.feed(b"\r\n", &mut MemFlash::default());
+    at.feed(b"\r\n", &mut flash());
     assert_eq!(
-        text(at.feed(b"ATE0\r\nAT\r\n", &mut MemFlash::default()))
+        text(at.feed(b"ATE0\r\nAT\r\n", &mut flash()))
             .rsplit("\r\n\r\n")
             .next(),
         Some("OK\r\n")
@@ -257,38 +202,41 @@ fn arbitrary_bytes_never_panic_and_the_engine_recovers() {
 #[test]
 fn sysflash_lists_erases_writes_through_the_prompt_and_reads_back() {
     let mut at = engine();
-    let mut flash = MemFlash::default();
+    let mut memory = flash();
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH?\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH?\r\n", &mut memory)),
         "+SYSFLASH:\"mqtt_cert\",64,12,0x3a000,0x2000\r\n+SYSFLASH:\"mqtt_ca\",64,14,0x3c000,0x2000\r\n\r\nOK\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=0,\"mqtt_ca\"\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH=0,\"mqtt_ca\"\r\n", &mut memory)),
         "\r\nOK\r\n"
     );
     // The prompt comes alone; OK follows once exactly 6 raw bytes (CR LF included) arrived.
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=1,\"mqtt_ca\",0,6\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH=1,\"mqtt_ca\",0,6\r\n", &mut memory)),
         "\r\n>"
     );
-    assert_eq!(text(at.feed(b"AT\r\n", &mut flash)), "");
-    assert_eq!(text(at.feed(b"xy", &mut flash)), "\r\nOK\r\n");
+    assert_eq!(text(at.feed(b"AT\r\n", &mut memory)), "");
+    assert_eq!(text(at.feed(b"xy", &mut memory)), "\r\nOK\r\n");
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=2,\"mqtt_ca\",0,7\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH=2,\"mqtt_ca\",0,7\r\n", &mut memory)),
         "+SYSFLASH:7,AT\r\nxy\u{FFFD}\r\n\r\nOK\r\n"
     );
     // mqtt_cert untouched, unknown partition and out-of-range length refused.
-    assert_eq!(flash.bytes[..4], [0xFF; 4]);
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=0,\"nope\"\r\n", &mut flash)),
+        memory.contents("mqtt_cert").map(|c| c[..4].to_vec()),
+        Some(vec![0xFF; 4])
+    );
+    assert_eq!(
+        text(at.feed(b"AT+SYSFLASH=0,\"nope\"\r\n", &mut memory)),
         "\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=1,\"mqtt_ca\",4096,4097\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH=1,\"mqtt_ca\",4096,4097\r\n", &mut memory)),
         "\r\nERROR\r\n"
     );
     assert_eq!(
-        text(at.feed(b"AT+SYSFLASH=0,\"mqtt_ca\",1,4096\r\n", &mut flash)),
+        text(at.feed(b"AT+SYSFLASH=0,\"mqtt_ca\",1,4096\r\n", &mut memory)),
         "\r\nERROR\r\n"
     );
 }

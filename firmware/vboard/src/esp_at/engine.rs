@@ -315,3 +315,56 @@ fn int_in(params: &[Param], index: u16, min: i64, max: i64) -> Result<i64, AtErr
         }),
     }
 }
+
+/// User partitions held in memory (erased to 0xFF): for tests and the AT fuzz target, where
+/// no board flash exists. Partition offsets are absolute, as in a partition table.
+#[derive(Debug, Clone)]
+pub struct MemoryFlash {
+    partitions: Vec<Partition>,
+    bytes: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryFlash {
+    pub fn new(partitions: Vec<Partition>) -> Self {
+        let bytes = partitions
+            .iter()
+            .map(|p| (p.label.clone(), vec![0xFF; p.size as usize]))
+            .collect();
+        Self { partitions, bytes }
+    }
+
+    /// The whole content of a partition, if it exists.
+    pub fn contents(&self, label: &str) -> Option<&[u8]> {
+        self.bytes.get(label).map(Vec::as_slice)
+    }
+
+    fn region(&mut self, partition: &Partition, offset: u32, len: usize) -> Option<&mut [u8]> {
+        let start = offset as usize;
+        self.bytes
+            .get_mut(&partition.label)?
+            .get_mut(start..start.checked_add(len)?)
+    }
+}
+
+impl UserFlash for MemoryFlash {
+    fn user_partitions(&self) -> Vec<Partition> {
+        self.partitions.clone()
+    }
+
+    fn erase(&mut self, partition: &Partition, offset: u32, len: u32) -> bool {
+        self.region(partition, offset, len as usize)
+            .map(|region| region.fill(0xFF))
+            .is_some()
+    }
+
+    fn write(&mut self, partition: &Partition, offset: u32, data: &[u8]) -> bool {
+        self.region(partition, offset, data.len())
+            .map(|region| region.copy_from_slice(data))
+            .is_some()
+    }
+
+    fn read(&mut self, partition: &Partition, offset: u32, len: u32) -> Option<Vec<u8>> {
+        self.region(partition, offset, len as usize)
+            .map(|region| region.to_vec())
+    }
+}

@@ -8,6 +8,6 @@ pub mod framing;
 pub mod parse;
 
 pub use board_glue::EspAt;
-pub use engine::{AtEngine, BoardAction, FirmwareInfo, UserFlash};
+pub use engine::{AtEngine, BoardAction, FirmwareInfo, MemoryFlash, UserFlash};
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};
