@@ -240,3 +240,29 @@ fn sysflash_lists_erases_writes_through_the_prompt_and_reads_back() {
         "\r\nERROR\r\n"
     );
 }
+
+#[test]
+fn cwjap_joins_known_aps_and_reports_codes_2_and_3() {
+    let mut at = engine();
+    at.set_access_points(vec![("lab".into(), "secret".into())]);
+    let mut memory = flash();
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"lab\",\"wrong\"\r\n", &mut memory)),
+        "+CWJAP:2\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"other\",\"secret\"\r\n", &mut memory)),
+        "+CWJAP:3\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(at.joined_ssid(), None);
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"lab\",\"secret\"\r\n", &mut memory)),
+        "WIFI CONNECTED\r\nWIFI GOT IP\r\n\r\nOK\r\n"
+    );
+    assert_eq!(at.joined_ssid(), Some("lab"));
+    assert_eq!(
+        text(at.feed(b"AT+CWQAP\r\n", &mut memory)),
+        "WIFI DISCONNECT\r\n\r\nOK\r\n"
+    );
+    assert_eq!(at.joined_ssid(), None);
+}

@@ -76,6 +76,13 @@ impl Personality for EspAt {
             };
             let heap = ctx.shared.heap();
             engine.set_heap(heap.free, heap.min_free);
+            let access_points = ctx.shared.network().access_points;
+            engine.set_access_points(
+                access_points
+                    .into_iter()
+                    .map(|ap| (ap.ssid, ap.password))
+                    .collect(),
+            );
             let reply = engine.feed(received, &mut BoardFlash(&ctx));
             if ctx.at_write(&reply).is_err() {
                 return;

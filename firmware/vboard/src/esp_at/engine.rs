@@ -51,6 +51,9 @@ pub struct AtEngine {
     min_free_heap: u32,
     pending_action: Option<BoardAction>,
     pending_data: Option<PendingData>,
+    /// `(ssid, password)` of the access points in range (board configuration).
+    access_points: Vec<(String, String)>,
+    joined: Option<String>,
 }
 
 const OK: &[u8] = b"\r\nOK\r\n";
@@ -70,6 +73,8 @@ impl AtEngine {
             min_free_heap: free_heap,
             pending_action: None,
             pending_data: None,
+            access_points: Vec::new(),
+            joined: None,
         }
     }
 
@@ -82,6 +87,45 @@ impl AtEngine {
     pub fn set_heap(&mut self, free: u32, min_free: u32) {
         self.free_heap = free;
         self.min_free_heap = min_free;
+    }
+
+    /// Updates the access points in range, as `(ssid, password)`.
+    pub fn set_access_points(&mut self, access_points: Vec<(String, String)>) {
+        self.access_points = access_points;
+    }
+
+    /// The SSID joined with `AT+CWJAP`, if any.
+    pub fn joined_ssid(&self) -> Option<&str> {
+        self.joined.as_deref()
+    }
+
+    /// `AT+CWJAP="<ssid>","<pwd>"[,...]`: `+CWJAP:2` wrong password, `+CWJAP:3` AP not found.
+    fn join(&mut self, params: &[Param], out: &mut Vec<u8>) -> Result<(), AtError> {
+        let Some(Param::Str(ssid)) = params.first() else {
+            return Err(AtError::ParamType(0));
+        };
+        let Some(Param::Str(password)) = params.get(1) else {
+            return Err(AtError::ParamType(1));
+        };
+        if self.wifi_mode != 1 && self.wifi_mode != 3 {
+            return Err(AtError::ExecFailed(0));
+        }
+        let ap = self
+            .access_points
+            .iter()
+            .find(|(s, _)| s.as_bytes() == ssid.as_slice());
+        let failure = match ap {
+            None => 3,
+            Some((_, expected)) if expected.as_bytes() != password.as_slice() => 2,
+            Some((name, _)) => {
+                self.joined = Some(name.clone());
+                out.extend_from_slice(b"WIFI CONNECTED\r\nWIFI GOT IP\r\n");
+                return Ok(());
+            }
+        };
+        self.joined = None;
+        out.extend_from_slice(format!("+CWJAP:{failure}\r\n").as_bytes());
+        Err(AtError::ExecFailed(failure))
     }
 
     /// A restart or restore requested by the last command, taken once.
@@ -275,6 +319,13 @@ impl AtEngine {
                 Ok(())
             }
             ("+SYSFLASH", CommandKind::Set(p)) => self.sysflash(p, flash, out),
+            ("+CWJAP", CommandKind::Set(p)) => self.join(p, out),
+            ("+CWQAP", CommandKind::Execute) => {
+                if self.joined.take().is_some() {
+                    out.extend_from_slice(b"WIFI DISCONNECT\r\n");
+                }
+                Ok(())
+            }
             ("+CWMODE", CommandKind::Query) => {
                 out.extend_from_slice(format!("+CWMODE:{}\r\n", self.wifi_mode).as_bytes());
                 Ok(())
@@ -291,7 +342,7 @@ impl AtEngine {
             }
             (
                 "" | "E" | "+GMR" | "+RST" | "+RESTORE" | "+SYSRAM" | "+SYSLOG" | "+SYSMSG"
-                | "+SYSFLASH" | "+CWMODE",
+                | "+SYSFLASH" | "+CWMODE" | "+CWJAP" | "+CWQAP",
                 _,
             ) => Err(AtError::WrongOperation),
             _ => Err(AtError::Unsupported),
