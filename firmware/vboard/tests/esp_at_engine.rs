@@ -266,3 +266,30 @@ fn cwjap_joins_known_aps_and_reports_codes_2_and_3() {
     );
     assert_eq!(at.joined_ssid(), None);
 }
+
+#[test]
+fn sntp_config_is_stored_and_time_prints_like_asctime() {
+    let mut at = engine();
+    let mut memory = flash();
+    assert_eq!(
+        text(at.feed(b"AT+CIPSNTPTIME?\r\n", &mut memory)),
+        "+CIPSNTPTIME:Thu Jan  1 00:00:00 1970\r\n\r\nOK\r\n"
+    );
+    let reply = at.feed(b"AT+CIPSNTPCFG=1,8,\"sntp.sparring.test\"\r\n", &mut memory);
+    assert_eq!(text(reply), "\r\nOK\r\n");
+    let config = at.sntp_config().expect("enabled");
+    assert_eq!(
+        (config.timezone_hours, config.servers.clone()),
+        (8, vec!["sntp.sparring.test".into()])
+    );
+    // 2021-09-02 10:57:03 UTC, shown at UTC+8 (the docs' example line).
+    at.set_clock(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_630_580_223));
+    assert_eq!(
+        text(at.feed(b"AT+CIPSNTPTIME?\r\n", &mut memory)),
+        "+CIPSNTPTIME:Thu Sep  2 18:57:03 2021\r\n\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CIPSNTPCFG=1,1500\r\n", &mut memory)),
+        "\r\nERROR\r\n"
+    );
+}

@@ -76,6 +76,7 @@ impl Personality for EspAt {
             };
             let heap = ctx.shared.heap();
             engine.set_heap(heap.free, heap.min_free);
+            engine.set_clock(ctx.shared.clock());
             let access_points = ctx.shared.network().access_points;
             engine.set_access_points(
                 access_points

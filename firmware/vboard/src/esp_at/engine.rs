@@ -54,6 +54,16 @@ pub struct AtEngine {
     /// `(ssid, password)` of the access points in range (board configuration).
     access_points: Vec<(String, String)>,
     joined: Option<String>,
+    /// `AT+CIPSNTPCFG`: enabled, timezone (hours), servers.
+    sntp: Option<SntpConfig>,
+    clock: std::time::SystemTime,
+}
+
+/// What `AT+CIPSNTPCFG=1,<tz>,"srv"...` configured; the board's SNTP client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SntpConfig {
+    pub timezone_hours: i64,
+    pub servers: Vec<String>,
 }
 
 const OK: &[u8] = b"\r\nOK\r\n";
@@ -75,6 +85,8 @@ impl AtEngine {
             pending_data: None,
             access_points: Vec::new(),
             joined: None,
+            sntp: None,
+            clock: std::time::UNIX_EPOCH,
         }
     }
 
@@ -92,6 +104,48 @@ impl AtEngine {
     /// Updates the access points in range, as `(ssid, password)`.
     pub fn set_access_points(&mut self, access_points: Vec<(String, String)>) {
         self.access_points = access_points;
+    }
+
+    /// Updates the board clock `AT+CIPSNTPTIME?` reports (starts at 1970 until SNTP sets it).
+    pub fn set_clock(&mut self, now: std::time::SystemTime) {
+        self.clock = now;
+    }
+
+    /// The SNTP configuration, when enabled with `AT+CIPSNTPCFG=1,...`.
+    pub fn sntp_config(&self) -> Option<&SntpConfig> {
+        self.sntp.as_ref()
+    }
+
+    /// `AT+CIPSNTPCFG=<enable>[,<tz>][,"srv1"[,"srv2"[,"srv3"]]]`.
+    fn configure_sntp(&mut self, params: &[Param]) -> Result<(), AtError> {
+        if int_in(params, 0, 0, 1)? == 0 {
+            self.sntp = None;
+            return Ok(());
+        }
+        let timezone_hours = match params.get(1) {
+            None | Some(Param::Omitted) => 0,
+            // `[+-]hhmm` form: keep the hours.
+            Some(Param::Int(v)) if (-1200..=1400).contains(v) && !(-12..=14).contains(v) => v / 100,
+            Some(_) => int_in(params, 1, -12, 14)?,
+        };
+        let mut servers = Vec::new();
+        for (index, param) in params.iter().enumerate().skip(2) {
+            match param {
+                Param::Str(name) if index <= 4 => {
+                    servers.push(String::from_utf8_lossy(name).into_owned())
+                }
+                _ => {
+                    return Err(AtError::ParamInvalid(
+                        u16::try_from(index).unwrap_or(u16::MAX),
+                    ));
+                }
+            }
+        }
+        self.sntp = Some(SntpConfig {
+            timezone_hours,
+            servers,
+        });
+        Ok(())
     }
 
     /// The SSID joined with `AT+CWJAP`, if any.
@@ -326,6 +380,13 @@ impl AtEngine {
                 }
                 Ok(())
             }
+            ("+CIPSNTPCFG", CommandKind::Set(p)) => self.configure_sntp(p),
+            ("+CIPSNTPTIME", CommandKind::Query) => {
+                let tz = self.sntp.as_ref().map_or(0, |c| c.timezone_hours);
+                let line = format!("+CIPSNTPTIME:{}\r\n", super::clock::asctime(self.clock, tz));
+                out.extend_from_slice(line.as_bytes());
+                Ok(())
+            }
             ("+CWMODE", CommandKind::Query) => {
                 out.extend_from_slice(format!("+CWMODE:{}\r\n", self.wifi_mode).as_bytes());
                 Ok(())
@@ -342,7 +403,7 @@ impl AtEngine {
             }
             (
                 "" | "E" | "+GMR" | "+RST" | "+RESTORE" | "+SYSRAM" | "+SYSLOG" | "+SYSMSG"
-                | "+SYSFLASH" | "+CWMODE" | "+CWJAP" | "+CWQAP",
+                | "+SYSFLASH" | "+CWMODE" | "+CWJAP" | "+CWQAP" | "+CIPSNTPCFG" | "+CIPSNTPTIME",
                 _,
             ) => Err(AtError::WrongOperation),
             _ => Err(AtError::Unsupported),

@@ -3,11 +3,12 @@
 //! and fuzzed without a board; [`EspAt`] wires it to the board's [`crate::personality::AppContext`].
 
 pub mod board_glue;
+pub mod clock;
 pub mod engine;
 pub mod framing;
 pub mod parse;
 
 pub use board_glue::EspAt;
-pub use engine::{AtEngine, BoardAction, FirmwareInfo, MemoryFlash, UserFlash};
+pub use engine::{AtEngine, BoardAction, FirmwareInfo, MemoryFlash, SntpConfig, UserFlash};
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};
