@@ -28,7 +28,8 @@ pub trait Personality: Send {
 
 /// Personalities by the app descriptor's project name; part 2 adds
 /// `("esp-at", || Box::new(crate::esp_at::EspAt::new()))`.
-const REGISTRY: &[(&str, MakePersonality)] = &[];
+const REGISTRY: &[(&str, MakePersonality)] =
+    &[("esp-at", || Box::new(crate::esp_at::EspAt::new()))];
 
 type MakePersonality = fn() -> Box<dyn Personality>;
 

@@ -94,3 +94,43 @@ fn generic_personality_runs_and_control_hooks_reach_the_board() {
     assert!(log.contains("ESP-ROM:esp32c3"), "{log}");
     board.power_off();
 }
+
+/// An app whose descriptor says `esp-at` boots into the ESP-AT personality: `ready` and
+/// answers on UART1, the AT port, with the flashed version in `AT+GMR`.
+#[test]
+fn esp_at_app_answers_on_the_at_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let chip = Chip::Esp32C3;
+    let path = dir.path().join("flash.bin");
+    let mut flash = Flash::open(&path, 4 << 20).unwrap();
+    flash.write(0, &image::build_bootloader(chip)).unwrap();
+    let layout = partition::esp_at_layout(chip).main;
+    flash
+        .write(
+            u64::from(partition::TABLE_OFFSET),
+            &layout.to_bytes().unwrap(),
+        )
+        .unwrap();
+    let app = image::build_app(&AppSpec::new(chip, "esp-at", "v2.4.0.0")).unwrap();
+    flash
+        .write(u64::from(layout.find("ota_0").unwrap().offset), &app)
+        .unwrap();
+    drop(flash);
+    let mut config = BoardConfig::new(chip, path, dir.path().to_owned());
+    config.download = true;
+    let board = Board::start(config).unwrap();
+    let mut uart1 = serialport::new(board.info.uart1.to_string_lossy(), 115_200)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .unwrap();
+    let state = board.control(Control::Reset).unwrap();
+    assert_eq!(state.app.as_deref(), Some("esp-at v2.4.0.0"));
+    read_until(&mut uart1, "ready", 1);
+    use std::io::Write;
+    uart1.write_all(b"AT\r\n").unwrap();
+    read_until(&mut uart1, "OK", 1);
+    uart1.write_all(b"AT+GMR\r\n").unwrap();
+    let gmr = read_until(&mut uart1, "OK", 1);
+    assert!(gmr.contains("v2.4.0.0"), "{gmr}");
+    board.power_off();
+}
