@@ -105,3 +105,38 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C must end `serve` cleanly");
 }
+
+#[test]
+fn an_unknown_profile_is_a_usage_error_naming_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_sparring"))
+            .args(["certs", "--out"])
+            .arg(&certs)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args([
+            "serve",
+            "--mqtt-port",
+            "0",
+            "--sntp-port",
+            "0",
+            "--profile",
+            "bogus",
+            "--certs",
+        ])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown profile \"bogus\"; known profiles: valid, expired"),
+        "{stderr}"
+    );
+}
