@@ -30,6 +30,11 @@ pub enum ClientAuth {
         roots: Vec<CertificateDer<'static>>,
         crls: Vec<CertificateRevocationListDer<'static>>,
     },
+    /// A device may present no certificate; one it does present must verify as for `Required`.
+    Optional {
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    },
     None,
 }
 
@@ -68,7 +73,7 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
     let builder =
         ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match &config.client_auth {
-        ClientAuth::Required { roots, crls } => {
+        ClientAuth::Required { roots, crls } | ClientAuth::Optional { roots, crls } => {
             let mut store = RootCertStore::empty();
             for root in roots {
                 store.add(root.clone())?;
@@ -80,6 +85,9 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
                     .with_crls(crls.clone())
                     .only_check_end_entity_revocation()
                     .allow_unknown_revocation_status();
+            }
+            if matches!(config.client_auth, ClientAuth::Optional { .. }) {
+                verifier = verifier.allow_unauthenticated();
             }
             builder.with_client_cert_verifier(verifier.build()?)
         }

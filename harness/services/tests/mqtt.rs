@@ -25,9 +25,12 @@ fn pki() -> &'static PkiDir {
 }
 
 async fn start() -> (MqttService, broadcast::Receiver<Event>) {
+    start_with(gate::from_pki(pki(), "valid", true).unwrap()).await
+}
+
+async fn start_with(config: gate::GateConfig) -> (MqttService, broadcast::Receiver<Event>) {
     let events = EventBus::default();
     let receiver = events.subscribe();
-    let config = gate::from_pki(pki(), "valid", true).unwrap();
     let service = MqttService::start("127.0.0.1:0".parse().unwrap(), config, events)
         .await
         .unwrap();
@@ -155,6 +158,41 @@ async fn bad_device_certificates_are_rejected_with_the_reason() {
             TlsOutcome::RejectedByUs { reason: got, .. } => assert_eq!(got, reason, "{device:?}"),
             other => panic!("{device:?}: {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn optional_client_auth_admits_no_certificate_but_still_refuses_a_bad_one() {
+    let mut config = gate::from_pki(pki(), "valid", true).unwrap();
+    let gate::ClientAuth::Required { roots, crls } = config.client_auth else {
+        panic!("from_pki(mutual) gives Required");
+    };
+    config.client_auth = gate::ClientAuth::Optional { roots, crls };
+    let (service, mut events) = start_with(config).await;
+    for (device, expect_cn) in [(None, false), (Some("device-valid"), true)] {
+        let (_client, mut eventloop) =
+            AsyncClient::new(mqtt_options("dut", service.gate.addr, device), 10);
+        let connack = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+            .await
+            .unwrap();
+        assert!(connack.is_ok(), "{device:?}: {connack:?}");
+        let record = next_tls(&mut events).await;
+        assert_eq!(record.outcome, TlsOutcome::Established, "{device:?}");
+        assert_eq!(record.client_cn.is_some(), expect_cn, "{device:?}");
+    }
+    let (_client, mut eventloop) = AsyncClient::new(
+        mqtt_options("dut", service.gate.addr, Some("device-expired")),
+        10,
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+        .await
+        .unwrap();
+    assert!(refused.is_err());
+    match next_tls(&mut events).await.outcome {
+        TlsOutcome::RejectedByUs { reason, .. } => {
+            assert_eq!(reason, RejectReason::ClientCertExpired)
+        }
+        other => panic!("{other:?}"),
     }
 }
 
