@@ -1,4 +1,5 @@
 //! The scenario engine: scenario files, executor, board backends, expectations, verdicts.
-//! So far it holds the board flashing used by `sparring run` and its tests.
+//! So far: board flashing, and the scenario file model and loader (`scenario`).
 
 pub mod flash;
+pub mod scenario;

@@ -1,0 +1,334 @@
+//! Scenario files (`scenarios/*.toml`): the plain-data model and its loader.
+//!
+//! Every error names the file, line and column and says what was expected, for
+//! syntax errors (from `toml`'s span) and for semantic ones (bad regex, duplicate
+//! id) alike, by keeping spans through `toml::Spanned`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One scenario, as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Stable identifier used by `--filter` and in reports.
+    pub id: Spanned<String>,
+    pub title: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Catalog entries this scenario corresponds to, e.g. `device-advisor = "TLS_Expired_Server_Cert"`.
+    #[serde(default)]
+    pub references: BTreeMap<String, String>,
+    pub board: BoardRequirement,
+    #[serde(default)]
+    pub setup: Setup,
+    pub steps: Vec<Spanned<Step>>,
+}
+
+/// What a board must be to run the scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardRequirement {
+    /// Chips the scenario runs on; empty means any.
+    #[serde(default)]
+    pub chips: Vec<String>,
+    /// Firmware personality (app descriptor project name), e.g. `esp-at`.
+    pub personality: String,
+}
+
+/// Services and certificates prepared before the steps run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setup {
+    /// Server certificate profile (a `sparring certs` profile name).
+    pub server_profile: Option<String>,
+    /// Device (client) certificate profile.
+    pub device_profile: Option<String>,
+    /// SNTP offset in seconds from the host clock; `None` with `sntp = false` means no answer.
+    #[serde(default = "enabled")]
+    pub sntp: bool,
+    #[serde(default)]
+    pub sntp_offset_secs: i64,
+    /// OTA image variant served (`valid`, `corrupt-byte`, `wrong-chip`, ...).
+    pub ota_variant: Option<String>,
+    /// Heap reserved on the board before the steps (low-heap scenarios).
+    pub reserve_heap: Option<u32>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// A board port, by role rather than by device path, so scenarios run unchanged on any backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Port {
+    /// UART0: ROM banner and ESP-IDF logs.
+    Log,
+    /// UART1: AT commands.
+    At,
+}
+
+/// One step. Written as a table with exactly one key naming the kind, e.g.
+/// `[[steps]]` / `expect = { port = "at", regex = "^OK$", within_ms = 2000 }`.
+/// (Externally tagged on purpose: `toml::Spanned` inside survives only that representation.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    Flash(FlashStep),
+    Provision(ProvisionStep),
+    Reset(ResetStep),
+    Send(SendStep),
+    Expect(ExpectStep),
+    ExpectNot(ExpectNotStep),
+    WaitEvent(WaitEventStep),
+    Assert(AssertStep),
+    Snapshot(SnapshotStep),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashStep {
+    /// Image set to flash (`esp-at` layout) with the app version to build.
+    pub layout: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionStep {
+    /// Credential encoding written to the board (`atpki-pem`, `atpki-der`).
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+}
+
+fn default_encoding() -> String {
+    "atpki-pem".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetStep {
+    /// Reset into download mode instead of a normal boot.
+    #[serde(default)]
+    pub download: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendStep {
+    pub port: Port,
+    /// A line (CR LF appended) or raw bytes given as hex.
+    pub line: Option<String>,
+    pub hex: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStep {
+    pub port: Port,
+    pub regex: Spanned<String>,
+    pub within_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectNotStep {
+    pub port: Port,
+    pub regex: Spanned<String>,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitEventStep {
+    /// Service event kind (`device-connected`, `device-rejected`, `published`, `tls-alert`, `ota-completed`).
+    pub event: String,
+    /// Optional regex the event's one-line description must match.
+    pub matching: Option<Spanned<String>>,
+    pub within_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertStep {
+    /// Observed fact (`free-heap`, `heap-low-water`, `reconnects`, `backoff-ms`).
+    pub fact: String,
+    pub at_least: Option<i64>,
+    pub at_most: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotStep {
+    pub port: Port,
+    pub name: String,
+}
+
+/// A scenario loaded from a file, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub path: PathBuf,
+    pub scenario: Scenario,
+}
+
+/// An error in a scenario file, located by line and column (both 1-based).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// 1-based line and column of a byte offset in `text` (column counted in characters).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn invalid(path: &Path, text: &str, offset: usize, message: impl fmt::Display) -> LoadError {
+    let (line, column) = line_column(text, offset);
+    LoadError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        message: message.to_string(),
+    }
+}
+
+/// Parses and validates one scenario from `text`; `path` only names it in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
+    let scenario: Scenario = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        invalid(path, text, offset, e.message().trim_end())
+    })?;
+    validate(path, text, &scenario)?;
+    Ok(scenario)
+}
+
+fn check_regex(path: &Path, text: &str, regex: &Spanned<String>) -> Result<(), LoadError> {
+    regex::Regex::new(regex.get_ref()).map(drop).map_err(|e| {
+        invalid(
+            path,
+            text,
+            regex.span().start,
+            format_args!("expected a valid regular expression: {e}"),
+        )
+    })
+}
+
+fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadError> {
+    let id = &scenario.id;
+    let id_ok = !id.get_ref().is_empty()
+        && id
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !id_ok {
+        return Err(invalid(
+            path,
+            text,
+            id.span().start,
+            "expected an id of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    for step in &scenario.steps {
+        match step.get_ref() {
+            Step::Expect(s) => check_regex(path, text, &s.regex)?,
+            Step::ExpectNot(s) => check_regex(path, text, &s.regex)?,
+            Step::WaitEvent(WaitEventStep {
+                matching: Some(m), ..
+            }) => check_regex(path, text, m)?,
+            Step::Send(s) => match (&s.line, &s.hex) {
+                (Some(_), None) => {}
+                (None, Some(hex)) => {
+                    hex::decode(hex.get_ref()).map_err(|e| {
+                        invalid(
+                            path,
+                            text,
+                            hex.span().start,
+                            format_args!("expected hex bytes: {e}"),
+                        )
+                    })?;
+                }
+                _ => {
+                    return Err(invalid(
+                        path,
+                        text,
+                        step.span().start,
+                        "expected a send step with exactly one of `line` or `hex`",
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Loads one file.
+pub fn load_file(path: &Path) -> Result<LoadedScenario, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(LoadedScenario {
+        path: path.to_owned(),
+        scenario: parse(path, &text)?,
+    })
+}
+
+/// Loads a file, or every `*.toml` directly inside a directory (sorted; `lib/` and
+/// `snapshots/` are not scenarios). Returns every error, not just the first.
+pub fn load_path(path: &Path) -> (Vec<LoadedScenario>, Vec<LoadError>) {
+    let files = if path.is_dir() {
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                files.sort();
+                files
+            }
+            Err(source) => {
+                return (
+                    Vec::new(),
+                    vec![LoadError::Read {
+                        path: path.to_owned(),
+                        source,
+                    }],
+                );
+            }
+        }
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(s) => loaded.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    (loaded, errors)
+}
