@@ -38,6 +38,8 @@ enum Command {
     Vboard(cmd::vboard::Args),
     /// Run the mutual-TLS MQTT broker and SNTP server standalone, for work with a real board by hand.
     Serve(cmd::serve::Args),
+    /// Validate scenario files without running them; errors name file:line:column.
+    Check(cmd::check::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Image(args) => cmd::image::run(args),
         Command::Vboard(args) => cmd::vboard::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Check(args) => cmd::check::run(args),
     };
     match outcome {
         Ok(code) => code,

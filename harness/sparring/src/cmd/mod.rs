@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 pub mod certs;
+pub mod check;
 pub mod image;
 pub mod serve;
 pub mod vboard;
