@@ -1,5 +1,7 @@
 //! The scenario engine: scenario files, executor, board backends, expectations, verdicts.
-//! So far: board flashing, and the scenario file model and loader (`scenario`).
+//! So far: board flashing, the scenario file model and loader (`scenario`), and
+//! crash/reset signatures of the log port (`crash`).
 
+pub mod crash;
 pub mod flash;
 pub mod scenario;
