@@ -155,6 +155,11 @@ impl PkiDir {
         self.read_cert(&self.manifest.authorities.intermediate.cert.der)
     }
 
+    /// The second, unrelated root (issuer of `untrusted-root` and `device-untrusted`).
+    pub fn unrelated_root(&self) -> Result<CertificateDer<'static>, PkiError> {
+        self.read_cert(&self.manifest.authorities.unrelated_root.cert.der)
+    }
+
     pub fn crl(&self) -> Result<CertificateRevocationListDer<'static>, PkiError> {
         let path = self.path(&self.manifest.crl.der);
         let der = std::fs::read(&path).map_err(|e| PkiError::Io(path.clone(), e))?;

@@ -479,3 +479,28 @@ fn esp_at_bins_hold_the_root_the_chain_and_the_key() {
         std::fs::read(pki.path(&profile.files.key.pem)).unwrap()
     );
 }
+
+/// The `untrusted-root` chain is fine in itself: trusting the unrelated root instead of
+/// the test root makes it verify, so "unknown issuer" is the only thing wrong with it.
+#[test]
+fn untrusted_root_is_only_untrusted() {
+    let pki = pki();
+    let mut store = RootCertStore::empty();
+    store.add(pki.unrelated_root().unwrap()).unwrap();
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+            .build()
+            .unwrap();
+    let profile = pki.profile("untrusted-root").unwrap();
+    let chain = pki.chain(&profile.name).unwrap();
+    let result = verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &server_name(pki, profile),
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ());
+    assert_eq!(outcome(result), Expected::Accept);
+}
