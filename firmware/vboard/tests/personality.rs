@@ -12,7 +12,9 @@ use sparring_vboard::board::{Board, BoardConfig, Control, Mode, send_control};
 use sparring_vboard::flash::Flash;
 use sparring_vboard::personality::{Defect, boot_free_heap};
 
-fn flashed_board(dir: &std::path::Path) -> Board {
+/// A C3 board holding bootloader, ESP-AT partition table and the app `project` `version` in
+/// ota_0. `download`: it starts in the ROM loader and boots only when reset.
+fn flashed_board(dir: &std::path::Path, project: &str, version: &str, download: bool) -> Board {
     let chip = Chip::Esp32C3;
     let path = dir.join("flash.bin");
     let mut flash = Flash::open(&path, 4 << 20).unwrap();
@@ -28,11 +30,13 @@ fn flashed_board(dir: &std::path::Path) -> Board {
     flash
         .write(
             u64::from(ota_0),
-            &image::build_app(&AppSpec::new(chip, "gadget", "v7")).unwrap(),
+            &image::build_app(&AppSpec::new(chip, project, version)).unwrap(),
         )
         .unwrap();
     drop(flash);
-    Board::start(BoardConfig::new(chip, path, dir.to_owned())).unwrap()
+    let mut config = BoardConfig::new(chip, path, dir.to_owned());
+    config.download = download;
+    Board::start(config).unwrap()
 }
 
 /// Reads UART0 until `count` lines contain `needle`; bounded by 10 s.
@@ -55,7 +59,7 @@ fn read_until(port: &mut dyn Read, needle: &str, count: usize) -> String {
 #[test]
 fn generic_personality_runs_and_control_hooks_reach_the_board() {
     let dir = tempfile::tempdir().unwrap();
-    let board = flashed_board(dir.path());
+    let board = flashed_board(dir.path(), "gadget", "v7", false);
     let mut uart0 = serialport::new(board.info.uart0.to_string_lossy(), 115_200)
         .timeout(Duration::from_millis(100))
         .open_native()
@@ -100,25 +104,7 @@ fn generic_personality_runs_and_control_hooks_reach_the_board() {
 #[test]
 fn esp_at_app_answers_on_the_at_port() {
     let dir = tempfile::tempdir().unwrap();
-    let chip = Chip::Esp32C3;
-    let path = dir.path().join("flash.bin");
-    let mut flash = Flash::open(&path, 4 << 20).unwrap();
-    flash.write(0, &image::build_bootloader(chip)).unwrap();
-    let layout = partition::esp_at_layout(chip).main;
-    flash
-        .write(
-            u64::from(partition::TABLE_OFFSET),
-            &layout.to_bytes().unwrap(),
-        )
-        .unwrap();
-    let app = image::build_app(&AppSpec::new(chip, "esp-at", "v2.4.0.0")).unwrap();
-    flash
-        .write(u64::from(layout.find("ota_0").unwrap().offset), &app)
-        .unwrap();
-    drop(flash);
-    let mut config = BoardConfig::new(chip, path, dir.path().to_owned());
-    config.download = true;
-    let board = Board::start(config).unwrap();
+    let board = flashed_board(dir.path(), "esp-at", "v2.4.0.0", true);
     let mut uart1 = serialport::new(board.info.uart1.to_string_lossy(), 115_200)
         .timeout(Duration::from_millis(100))
         .open_native()

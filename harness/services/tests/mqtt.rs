@@ -3,26 +3,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::{next_tls, pki};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use rustls::RootCertStore;
-use sparring_pki::{Options, PkiDir, TempPki};
 use sparring_services::events::{Direction, RejectReason, TlsOutcome};
 use sparring_services::{Event, EventBus, EventKind, MqttService, gate};
 use tokio::sync::broadcast;
-
-fn pki() -> &'static PkiDir {
-    static PKI: OnceLock<TempPki> = OnceLock::new();
-    let options = Options {
-        key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
-        ..Options::default()
-    };
-    &PKI.get_or_init(|| TempPki::generate(options).unwrap()).pki
-}
 
 async fn start() -> (MqttService, broadcast::Receiver<Event>) {
     start_with(gate::from_pki(pki(), "valid", true).unwrap()).await
@@ -60,19 +53,6 @@ fn mqtt_options(id: &str, addr: SocketAddr, device: Option<&str>) -> MqttOptions
     )));
     options.set_keep_alive(Duration::from_secs(30));
     options
-}
-
-/// The next TLS record from the stream (bounded wait).
-async fn next_tls(events: &mut broadcast::Receiver<Event>) -> sparring_services::events::TlsRecord {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let EventKind::Tls(record) = events.recv().await.unwrap().kind {
-                return record;
-            }
-        }
-    })
-    .await
-    .expect("a TLS event within 10 s")
 }
 
 #[tokio::test]

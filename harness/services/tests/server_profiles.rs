@@ -4,26 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::{next_tls, pki};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use sparring_pki::{ConnectBy, Expected, Options, PkiDir, RejectReason, Side, TempPki};
-use sparring_services::events::{TlsOutcome, TlsRecord};
-use sparring_services::{EventBus, EventKind, Gate, gate};
+use sparring_pki::{ConnectBy, Expected, RejectReason, Side};
+use sparring_services::events::TlsOutcome;
+use sparring_services::{EventBus, Gate, gate};
 use tokio::net::TcpListener;
-
-fn pki() -> &'static PkiDir {
-    static PKI: OnceLock<TempPki> = OnceLock::new();
-    let options = Options {
-        key_cache: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache")),
-        ..Options::default()
-    };
-    &PKI.get_or_init(|| TempPki::generate(options).unwrap()).pki
-}
 
 /// A gate serving `profile` without client authentication, in front of a sink.
 async fn gate_for(profile: &str, events: EventBus) -> Gate {
@@ -71,20 +64,6 @@ async fn connect(addr: SocketAddr, name: ServerName<'static>) -> Result<(), std:
         .connect(name, stream)
         .await
         .map(drop)
-}
-
-async fn next_tls(
-    events: &mut tokio::sync::broadcast::Receiver<sparring_services::Event>,
-) -> TlsRecord {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let EventKind::Tls(record) = events.recv().await.unwrap().kind {
-                return record;
-            }
-        }
-    })
-    .await
-    .expect("a TLS event within 10 s")
 }
 
 #[tokio::test]

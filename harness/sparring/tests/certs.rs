@@ -2,28 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{sparring, text};
 use std::sync::OnceLock;
-
-fn sparring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(args)
-        .env(
-            "SPARRING_KEY_CACHE",
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache"),
-        )
-        .output()
-        .expect("sparring runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// One generated set shared by the tests of this binary.
 fn generated() -> &'static Path {

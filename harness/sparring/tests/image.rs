@@ -2,23 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn sparring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(args)
-        .output()
-        .expect("sparring runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{sparring, text};
 
 /// `python3 -m esptool --chip CHIP image-info FILE`, or `None` when esptool is missing
 /// outside CI (under CI it must be there: `.ci/run` installs it).

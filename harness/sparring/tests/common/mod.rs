@@ -1,0 +1,25 @@
+//! Running the `sparring` binary as a user does, shared by the CLI test files.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs `sparring ARGS`, with RSA keys cached under the test target directory.
+pub fn sparring(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(args)
+        .env(
+            "SPARRING_KEY_CACHE",
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("key-cache"),
+        )
+        .output()
+        .expect("sparring runs")
+}
+
+/// Stdout and stderr together, for assertions and failure messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
