@@ -5,6 +5,7 @@ pub mod atpki;
 pub mod chip;
 pub mod image;
 pub mod loader;
+pub mod nvs;
 pub mod otadata;
 pub mod partition;
 pub mod slip;
