@@ -79,7 +79,9 @@ pub enum NvsError {
     },
     #[error("entry at 0x{offset:x}: span {span} does not fit in its page")]
     BadSpan { offset: usize, span: u8 },
-    #[error("entry at 0x{offset:x}: data of {len} bytes has CRC32 0x{read:08x}, calculated 0x{calculated:08x}")]
+    #[error(
+        "entry at 0x{offset:x}: data of {len} bytes has CRC32 0x{read:08x}, calculated 0x{calculated:08x}"
+    )]
     DataCrc {
         offset: usize,
         len: usize,
@@ -113,7 +115,9 @@ pub enum NvsError {
     TooManyNamespaces,
     #[error("item {key:?} written before any namespace")]
     NoNamespace { key: String },
-    #[error("the items need {needed} pages, a {size}-byte partition offers {available} (one page stays reserved)")]
+    #[error(
+        "the items need {needed} pages, a {size}-byte partition offers {available} (one page stays reserved)"
+    )]
     TooSmall {
         size: usize,
         needed: usize,
@@ -421,7 +425,7 @@ pub fn read(partition: &[u8]) -> Result<Vec<Item>, NvsError> {
                 return Err(NvsError::PageState {
                     offset,
                     state: other,
-                })
+                });
             }
         }
         let read = u32_at(page, 28);
@@ -486,7 +490,7 @@ pub fn read(partition: &[u8]) -> Result<Vec<Item>, NvsError> {
                 return Err(NvsError::UnknownType {
                     offset: e.offset,
                     kind: other,
-                })
+                });
             }
         };
         items.push(Item {

@@ -6,7 +6,7 @@
 use esp_formats::atpki::{self, ItemType};
 use esp_formats::image::{self, AppSpec};
 use esp_formats::partition::{PartitionTable, esp_at_layout};
-use esp_formats::{Chip, loader, otadata, slip};
+use esp_formats::{Chip, loader, nvs, otadata, slip};
 
 struct XorShift(u64);
 
@@ -53,8 +53,26 @@ fn parsers_never_panic_on_mutated_input() {
     otadata_bytes[..32]
         .copy_from_slice(&otadata::OtaEntry::new(1, otadata::OtaState::Valid).to_bytes());
     let request = loader::Request::encode(loader::Opcode::FlashData, &[0u8; 40], 0);
+    let nvs_items = [
+        nvs::Item {
+            namespace: "client_cert".into(),
+            key: "client_cert.0".into(),
+            value: nvs::Value::Blob(vec![0x42; 5000]),
+        },
+        nvs::Item {
+            namespace: "client_cert".into(),
+            key: "name".into(),
+            value: nvs::Value::Str("board".into()),
+        },
+    ];
+    let nvs_bytes = nvs::write(&nvs_items, 0x4000).unwrap();
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for _ in 0..5_000 {
+        let _ = nvs::read(&rng.mutate(&nvs_bytes));
+        let mut same_length = nvs_bytes.clone();
+        let at = rng.below(same_length.len());
+        same_length[at] = rng.next() as u8;
+        let _ = nvs::read(&same_length);
         let _ = image::parse(&rng.mutate(&app));
         let mut resealed = rng.mutate(&app);
         let _ = image::reseal(&mut resealed);
