@@ -3,6 +3,7 @@
 
 pub mod atpki;
 pub mod chip;
+pub mod flash_set;
 pub mod image;
 pub mod loader;
 pub mod nvs;

@@ -101,6 +101,12 @@ pub struct BoardState {
     pub uptime_ms: u64,
     pub free_heap: u32,
     pub min_free_heap: u32,
+    /// Network connection attempts by the firmware since the last reset.
+    #[serde(default)]
+    pub connect_attempts: u32,
+    /// Milliseconds between the starts of the last two connection attempts.
+    #[serde(default)]
+    pub last_backoff_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -412,6 +418,8 @@ impl Core {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             free_heap: self.shared.heap().free,
             min_free_heap: self.shared.heap().min_free,
+            connect_attempts: self.shared.net_stats.connect_attempts.load(Ordering::SeqCst),
+            last_backoff_ms: self.shared.net_stats.last_backoff_ms.load(Ordering::SeqCst),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,7 +74,17 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    fn letter(self) -> char {
+    /// `E`, `W`, `D`; anything else is `I`.
+    pub fn from_letter(letter: char) -> LogLevel {
+        match letter {
+            'E' => LogLevel::Error,
+            'W' => LogLevel::Warn,
+            'D' => LogLevel::Debug,
+            _ => LogLevel::Info,
+        }
+    }
+
+    pub(crate) fn letter(self) -> char {
         match self {
             LogLevel::Error => 'E',
             LogLevel::Warn => 'W',
@@ -98,6 +108,63 @@ pub enum Defect {
     NoRollback,
 }
 
+impl Defect {
+    /// Every switch, with the effect it has (for `--help` and error messages).
+    pub const ALL: &[(&'static str, &'static str)] = &[
+        ("skip-server-verify", "accepts any server certificate"),
+        ("skip-cn-check", "accepts a server certificate issued for another host"),
+        ("ignore-expiry", "accepts expired and not-yet-valid server certificates"),
+        ("no-sntp-wait", "reports +TIME_UPDATED without an SNTP answer"),
+        ("leak-per-connect=BYTES", "never frees BYTES of heap per MQTT connection"),
+        ("crash-on-large-record", "panics (Guru Meditation) on an incoming message over 4 KiB"),
+        ("accept-any-ota-image", "installs OTA images without validating them"),
+        ("no-rollback", "marks an OTA image valid at once: rollback is never armed"),
+    ];
+}
+
+/// A defect switch name that is not one of [`Defect::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback")]
+pub struct UnknownDefect(pub String);
+
+impl std::str::FromStr for Defect {
+    type Err = UnknownDefect;
+
+    fn from_str(s: &str) -> Result<Defect, UnknownDefect> {
+        let unknown = || UnknownDefect(s.to_owned());
+        Ok(match s {
+            "skip-server-verify" => Defect::SkipServerVerify,
+            "skip-cn-check" => Defect::SkipCnCheck,
+            "ignore-expiry" => Defect::IgnoreExpiry,
+            "no-sntp-wait" => Defect::NoSntpWait,
+            "crash-on-large-record" => Defect::CrashOnLargeRecord,
+            "accept-any-ota-image" => Defect::AcceptAnyOtaImage,
+            "no-rollback" => Defect::NoRollback,
+            other => {
+                let bytes = other.strip_prefix("leak-per-connect=").ok_or_else(unknown)?;
+                Defect::LeakPerConnect {
+                    bytes: bytes.parse().map_err(|_| unknown())?,
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Defect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Defect::SkipServerVerify => f.write_str("skip-server-verify"),
+            Defect::SkipCnCheck => f.write_str("skip-cn-check"),
+            Defect::IgnoreExpiry => f.write_str("ignore-expiry"),
+            Defect::NoSntpWait => f.write_str("no-sntp-wait"),
+            Defect::LeakPerConnect { bytes } => write!(f, "leak-per-connect={bytes}"),
+            Defect::CrashOnLargeRecord => f.write_str("crash-on-large-record"),
+            Defect::AcceptAnyOtaImage => f.write_str("accept-any-ota-image"),
+            Defect::NoRollback => f.write_str("no-rollback"),
+        }
+    }
+}
+
 /// An access point the board can join with `AT+CWJAP`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessPoint {
@@ -117,17 +184,33 @@ fn default_rssi() -> i8 {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkConfig {
     pub access_points: Vec<AccessPoint>,
+    #[serde(default)]
     pub hosts: BTreeMap<String, IpAddr>,
+    /// Destination ports the board's network redirects (well-known port → where sparring's
+    /// service listens), e.g. SNTP's 123, which tests cannot bind.
+    #[serde(default)]
+    pub ports: BTreeMap<u16, u16>,
 }
 
-/// Free heap on a real module right after boot, before the app allocates anything. Part 2
-/// refines these with the costs of TLS, MQTT and OTA buffers.
-pub fn boot_free_heap(chip: Chip) -> u32 {
-    match chip {
-        Chip::Esp32 => 300_000,
-        // The other chips have less internal RAM left after Wi-Fi/BLE; C3 is the reference.
-        _ => 280_000,
+impl NetworkConfig {
+    /// Where a connection to `host:port` lands: the hosts table, else a literal address;
+    /// `None` is a failed DNS lookup.
+    pub fn resolve(&self, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+        let ip = match self.hosts.get(host) {
+            Some(ip) => *ip,
+            None => host.parse().ok()?,
+        };
+        let port = self.ports.get(&port).copied().unwrap_or(port);
+        Some(std::net::SocketAddr::new(ip, port))
     }
+}
+
+/// Free heap of a module running ESP-AT once it printed `ready`: the ESP-AT documentation's
+/// `AT+SYSRAM?` example on an ESP32 (`+SYSRAM:148408,84044`). No published figure exists for
+/// the other chips in our sources, so they use the same; the costs of TLS, MQTT and OTA
+/// buffers come off it (`esp_at::costs`).
+pub fn boot_free_heap(_chip: Chip) -> u32 {
+    148_408
 }
 
 /// Heap as firmware sees it: free and minimum-ever-free bytes. The control channel can
@@ -174,6 +257,25 @@ pub struct Shared {
     network: Mutex<NetworkConfig>,
     /// Board clock offset: UNIX time = clock_base + time since `clock_set_at`.
     clock: Mutex<(Duration, Instant)>,
+    /// What the firmware's network clients did since the last reset.
+    pub net_stats: NetStats,
+}
+
+/// Connection counters the harness reads as observed facts (reconnects, backoff).
+#[derive(Debug, Default)]
+pub struct NetStats {
+    pub connect_attempts: AtomicU32,
+    pub connects: AtomicU32,
+    /// Milliseconds between the start of the last two connection attempts.
+    pub last_backoff_ms: AtomicU32,
+}
+
+impl NetStats {
+    fn clear(&self) {
+        self.connect_attempts.store(0, Ordering::SeqCst);
+        self.connects.store(0, Ordering::SeqCst);
+        self.last_backoff_ms.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -189,6 +291,7 @@ impl Shared {
             defects: Mutex::new(Vec::new()),
             network: Mutex::new(NetworkConfig::default()),
             clock: Mutex::new((Duration::ZERO, Instant::now())),
+            net_stats: NetStats::default(),
         }
     }
 
@@ -198,6 +301,7 @@ impl Shared {
         heap.used = 0;
         heap.min_free = heap.free();
         *lock(&self.clock) = (Duration::ZERO, Instant::now());
+        self.net_stats.clear();
     }
 
     pub fn heap(&self) -> HeapStatus {

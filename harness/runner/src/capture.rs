@@ -46,6 +46,11 @@ impl Capture {
         }
     }
 
+    /// The line still being received (a prompt such as `>` never ends in a newline).
+    pub fn partial(&self) -> &str {
+        std::str::from_utf8(&self.partial).unwrap_or("")
+    }
+
     /// Every byte received, as received (for the raw log file).
     pub fn raw(&self) -> &[u8] {
         &self.raw

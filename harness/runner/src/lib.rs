@@ -1,8 +1,17 @@
-//! The scenario engine: scenario files, executor, board backends, expectations, verdicts.
-//! So far: board flashing, the scenario file model and loader (`scenario`), and
-//! crash/reset signatures of the log port (`crash`), per-port serial capture (`capture`).
+//! The scenario engine, along the data flow: scenario files (`scenario`) are flattened into
+//! steps (`plan`), run by the `executor` on boards (`backend`) against per-scenario services
+//! (`environment`); what the board prints and the services see is collected (`capture`,
+//! `observe`), judged (`crash`, verdicts in `executor`), snapshotted (`snapshot`) and emitted
+//! as typed `events` that reporters consume.
 
+pub mod backend;
 pub mod capture;
 pub mod crash;
+pub mod environment;
+pub mod events;
+pub mod executor;
 pub mod flash;
+pub mod observe;
+pub mod plan;
 pub mod scenario;
+pub mod snapshot;

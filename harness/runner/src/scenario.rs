@@ -57,6 +57,17 @@ pub struct Setup {
     pub ota_variant: Option<String>,
     /// Heap reserved on the board before the steps (low-heap scenarios).
     pub reserve_heap: Option<u32>,
+    /// Whether the broker requires a client certificate (mutual TLS).
+    #[serde(default = "enabled")]
+    pub client_auth: bool,
+    /// Defect switches this scenario turns on itself (`crash-on-large-record`, ...), on top of
+    /// the run's `--defect`s.
+    #[serde(default)]
+    pub defects: Vec<Spanned<String>>,
+    /// The scenario provokes a crash: a panic and the reboot after it are expected, and their
+    /// absence is a failure.
+    #[serde(default)]
+    pub expect_crash: bool,
 }
 
 fn enabled() -> bool {
@@ -88,6 +99,39 @@ pub enum Step {
     WaitEvent(WaitEventStep),
     Assert(AssertStep),
     Snapshot(SnapshotStep),
+    /// Steps from a file under `scenarios/lib/`, with variables.
+    Include(IncludeStep),
+    /// Change the board's free heap (virtual boards).
+    Heap(HeapStep),
+    /// The broker publishes a message to the device.
+    Publish(PublishStep),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncludeStep {
+    /// Path relative to the scenario's `lib/` directory, e.g. `esp-at/join-wifi.toml`.
+    pub file: Spanned<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeapStep {
+    /// Bytes taken away from the firmware from now on (0 gives them back).
+    pub reserve: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishStep {
+    pub topic: String,
+    /// The payload; or `size` bytes of filler.
+    pub payload: Option<String>,
+    pub size: Option<usize>,
+    #[serde(default)]
+    pub qos: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,11 +147,11 @@ pub struct FlashStep {
 pub struct ProvisionStep {
     /// Credential encoding written to the board (`atpki-pem`, `atpki-der`).
     #[serde(default = "default_encoding")]
-    pub encoding: String,
+    pub encoding: Spanned<String>,
 }
 
-fn default_encoding() -> String {
-    "atpki-pem".to_owned()
+fn default_encoding() -> Spanned<String> {
+    Spanned::new(0..0, "atpki-pem".to_owned())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,7 +238,7 @@ pub enum LoadError {
 }
 
 /// 1-based line and column of a byte offset in `text` (column counted in characters).
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -224,7 +268,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
 }
 
 fn check_regex(path: &Path, text: &str, regex: &Spanned<String>) -> Result<(), LoadError> {
-    regex::Regex::new(regex.get_ref()).map(drop).map_err(|e| {
+    // `${variables}` are resolved at run time; check the pattern with a neutral stand-in.
+    let pattern = regex::Regex::new(r"\$\{[^}]*\}")
+        .map(|vars| vars.replace_all(regex.get_ref(), "VAR").into_owned())
+        .unwrap_or_else(|_| regex.get_ref().clone());
+    regex::Regex::new(&pattern).map(drop).map_err(|e| {
         invalid(
             path,
             text,
@@ -249,8 +297,30 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
             "expected an id of letters, digits, '-', '_' or '.'",
         ));
     }
+    for defect in &scenario.setup.defects {
+        defect
+            .get_ref()
+            .parse::<sparring_vboard::personality::Defect>()
+            .map_err(|e| invalid(path, text, defect.span().start, e))?;
+    }
     for step in &scenario.steps {
         match step.get_ref() {
+            Step::Provision(p) if !["atpki-pem", "atpki-der"].contains(&p.encoding.get_ref().as_str()) => {
+                return Err(invalid(
+                    path,
+                    text,
+                    p.encoding.span().start,
+                    "expected encoding \"atpki-pem\" or \"atpki-der\"",
+                ));
+            }
+            Step::Publish(p) if p.payload.is_some() == p.size.is_some() => {
+                return Err(invalid(
+                    path,
+                    text,
+                    step.span().start,
+                    "expected a publish step with exactly one of `payload` or `size`",
+                ));
+            }
             Step::Expect(s) => check_regex(path, text, &s.regex)?,
             Step::ExpectNot(s) => check_regex(path, text, &s.regex)?,
             Step::WaitEvent(WaitEventStep {

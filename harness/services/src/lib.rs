@@ -42,7 +42,7 @@ impl MqttService {
 }
 
 /// rumqttd binds asynchronously on its own thread; poll until it accepts (bounded).
-async fn wait_for_listener(addr: SocketAddr) -> Result<(), ServiceError> {
+pub async fn wait_for_listener(addr: SocketAddr) -> Result<(), ServiceError> {
     for _ in 0..250 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());

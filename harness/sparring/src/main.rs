@@ -30,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run scenarios against boards (default: all of scenarios/ on a virtual ESP32-C3) and write JUnit, JSON and HTML reports.
+    Run(cmd::run::Args),
     /// Generate the test PKI (server and device fault profiles, CRL, manifest, ESP-AT bins), build AtPKI bins, inspect certificates.
     Certs(cmd::certs::Args),
     /// Build ESP app images and flash sets (bootloader, partition table, otadata, app); explain images and tables.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let outcome = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Image(args) => cmd::image::run(args),
         Command::Vboard(args) => cmd::vboard::run(args),

@@ -3,6 +3,10 @@
 
 use esp_formats::partition::Partition;
 
+mod network;
+
+pub use network::{LastWill, MqttConnect, MqttMessage, MqttUserConfig, mqtt_error};
+
 use super::framing::{FrameEvent, LineFramer};
 use super::parse::{AtCommand, AtError, CommandKind, Param, parse_line};
 
@@ -23,19 +27,49 @@ pub enum BoardAction {
     FactoryRestore,
 }
 
-/// The board's user partitions (`mqtt_ca`, `client_cert`, ...) as `AT+SYSFLASH` sees them.
-/// Offsets are relative to the partition start; the engine checks bounds before calling.
-pub trait UserFlash {
+/// What the engine needs of the module around it: the user partitions (`mqtt_ca`,
+/// `client_cert`, ...) as `AT+SYSFLASH` sees them, and the network commands, which block until
+/// the network answers. Flash offsets are relative to the partition start; the engine checks
+/// bounds before calling. A module without a network (tests, the fuzzer) keeps the defaults.
+pub trait Module {
     fn user_partitions(&self) -> Vec<Partition>;
     fn erase(&mut self, partition: &Partition, offset: u32, len: u32) -> bool;
     fn write(&mut self, partition: &Partition, offset: u32, bytes: &[u8]) -> bool;
     fn read(&mut self, partition: &Partition, offset: u32, len: u32) -> Option<Vec<u8>>;
+
+    /// `AT+MQTTCONN`: connects (first attempt synchronously), writing `+MQTTCONNECTED` or
+    /// `+MQTTDISCONNECTED` lines into `out`.
+    fn mqtt_connect(&mut self, _request: &MqttConnect, _out: &mut Vec<u8>) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(mqtt_error::CLIENT_START_FAILED))
+    }
+    fn mqtt_connected(&self) -> bool {
+        false
+    }
+    fn mqtt_subscribe(&mut self, _topic: &str, _qos: u8) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(mqtt_error::IN_DISCONNECTED_STATE))
+    }
+    fn mqtt_unsubscribe(&mut self, _topic: &str) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(mqtt_error::IN_DISCONNECTED_STATE))
+    }
+    fn mqtt_publish(&mut self, _message: &MqttMessage) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(mqtt_error::IN_DISCONNECTED_STATE))
+    }
+    /// `AT+MQTTCLEAN`: closes the connection and stops reconnecting.
+    fn mqtt_clean(&mut self) {}
+    /// `AT+USEROTA`: downloads `url` into the passive slot; `Ok` means "restart into it".
+    fn user_ota(&mut self, _url: &str, _out: &mut Vec<u8>) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(0))
+    }
 }
 
 /// A command waiting for the raw bytes announced by its `>` prompt.
 #[derive(Debug)]
 enum PendingData {
     SysflashWrite { partition: Partition, offset: u32 },
+    MqttLong(network::LongField),
+    MqttPublishRaw(MqttMessage),
+    /// `AT+USEROTA`: the data is the URL.
+    UserOta,
 }
 
 /// AT command state of one module.
@@ -57,6 +91,7 @@ pub struct AtEngine {
     /// `AT+CIPSNTPCFG`: enabled, timezone (hours), servers.
     sntp: Option<SntpConfig>,
     clock: std::time::SystemTime,
+    mqtt: network::MqttLink,
 }
 
 /// What `AT+CIPSNTPCFG=1,<tz>,"srv"...` configured; the board's SNTP client reads it.
@@ -87,6 +122,7 @@ impl AtEngine {
             joined: None,
             sntp: None,
             clock: std::time::UNIX_EPOCH,
+            mqtt: network::MqttLink::default(),
         }
     }
 
@@ -188,7 +224,7 @@ impl AtEngine {
     }
 
     /// Feeds bytes received on the AT UART; returns the bytes to send back. Never panics.
-    pub fn feed(&mut self, input: &[u8], flash: &mut dyn UserFlash) -> Vec<u8> {
+    pub fn feed(&mut self, input: &[u8], module: &mut dyn Module) -> Vec<u8> {
         let mut out = Vec::new();
         for &byte in input {
             if self.echo && !self.framer.in_data_mode() {
@@ -197,13 +233,14 @@ impl AtEngine {
             match self.framer.push(byte) {
                 None => {}
                 Some(FrameEvent::Data(data)) => {
-                    let result = self.complete_data(&data, flash);
-                    self.finish(result, &mut out);
+                    if let Some(result) = self.complete_data(&data, module, &mut out) {
+                        self.finish(result, &mut out);
+                    }
                 }
                 Some(FrameEvent::Line(line)) if line.is_empty() => {}
                 Some(FrameEvent::Line(line)) => {
                     let result =
-                        parse_line(&line).and_then(|cmd| self.execute(&cmd, flash, &mut out));
+                        parse_line(&line).and_then(|cmd| self.execute(&cmd, module, &mut out));
                     // A command that prompted for data answers once the data is in.
                     if result.is_err() || self.pending_data.is_none() {
                         self.finish(result, &mut out);
@@ -232,24 +269,46 @@ impl AtEngine {
         }
     }
 
-    fn complete_data(&mut self, data: &[u8], flash: &mut dyn UserFlash) -> Result<(), AtError> {
-        match self.pending_data.take() {
-            Some(PendingData::SysflashWrite { partition, offset }) => {
-                if flash.write(&partition, offset, data) {
-                    Ok(())
-                } else {
-                    Err(AtError::ExecFailed(0))
-                }
+    /// The data announced by a prompt arrived; `None` when the command answered by itself.
+    fn complete_data(
+        &mut self,
+        data: &[u8],
+        module: &mut dyn Module,
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), AtError>> {
+        let result = match self.pending_data.take()? {
+            PendingData::SysflashWrite { partition, offset } => module
+                .write(&partition, offset, data)
+                .then_some(())
+                .ok_or(AtError::ExecFailed(0)),
+            PendingData::MqttLong(field) => self.complete_long_field(field, data),
+            PendingData::MqttPublishRaw(mut message) => {
+                message.payload = data.to_vec();
+                let line: &[u8] = match module.mqtt_publish(&message) {
+                    Ok(()) => b"\r\n+MQTTPUB:OK\r\n",
+                    Err(_) => b"\r\n+MQTTPUB:FAIL\r\n",
+                };
+                out.extend_from_slice(line);
+                return None;
             }
-            None => Ok(()),
-        }
+            PendingData::UserOta => {
+                out.extend_from_slice(format!("\r\nRecv {} bytes\r\n", data.len()).as_bytes());
+                let url = String::from_utf8_lossy(data).into_owned();
+                let result = module.user_ota(url.trim(), out);
+                if result.is_ok() {
+                    self.pending_action = Some(BoardAction::Restart);
+                }
+                result
+            }
+        };
+        Some(result)
     }
 
     /// `AT+SYSFLASH=<op>,"<partition>"[,<offset>,<length>]`: 0 erase, 1 write (prompt), 2 read.
     fn sysflash(
         &mut self,
         params: &[Param],
-        flash: &mut dyn UserFlash,
+        module: &mut dyn Module,
         out: &mut Vec<u8>,
     ) -> Result<(), AtError> {
         let operation = int_in(params, 0, 0, 2)?;
@@ -263,7 +322,7 @@ impl AtEngine {
                 });
             }
         };
-        let partition = flash
+        let partition = module
             .user_partitions()
             .into_iter()
             .find(|p| p.label.as_bytes() == name.as_slice())
@@ -283,7 +342,7 @@ impl AtEngine {
                 if offset % 4096 != 0 || (len % 4096 != 0 && offset + len != partition.size) {
                     return Err(AtError::ParamInvalid(2));
                 }
-                flash
+                module
                     .erase(&partition, offset, len)
                     .then_some(())
                     .ok_or(AtError::ExecFailed(0))
@@ -295,7 +354,7 @@ impl AtEngine {
                 Ok(())
             }
             _ => {
-                let data = flash
+                let data = module
                     .read(&partition, offset, len)
                     .ok_or(AtError::ExecFailed(0))?;
                 out.extend_from_slice(format!("+SYSFLASH:{len},").as_bytes());
@@ -310,9 +369,12 @@ impl AtEngine {
     fn execute(
         &mut self,
         cmd: &AtCommand,
-        flash: &mut dyn UserFlash,
+        module: &mut dyn Module,
         out: &mut Vec<u8>,
     ) -> Result<(), AtError> {
+        if let Some(result) = self.network_command(&cmd.name, &cmd.kind, module, out) {
+            return result;
+        }
         match (cmd.name.as_str(), &cmd.kind) {
             ("", CommandKind::Execute) => Ok(()),
             ("E", CommandKind::Set(p)) => {
@@ -363,7 +425,7 @@ impl AtEngine {
                 Ok(())
             }
             ("+SYSFLASH", CommandKind::Query) => {
-                for p in flash.user_partitions() {
+                for p in module.user_partitions() {
                     let line = format!(
                         "+SYSFLASH:\"{}\",{},{},0x{:x},0x{:x}\r\n",
                         p.label, p.kind, p.subtype, p.offset, p.size
@@ -372,7 +434,7 @@ impl AtEngine {
                 }
                 Ok(())
             }
-            ("+SYSFLASH", CommandKind::Set(p)) => self.sysflash(p, flash, out),
+            ("+SYSFLASH", CommandKind::Set(p)) => self.sysflash(p, module, out),
             ("+CWJAP", CommandKind::Set(p)) => self.join(p, out),
             ("+CWQAP", CommandKind::Execute) => {
                 if self.joined.take().is_some() {
@@ -458,7 +520,7 @@ impl MemoryFlash {
     }
 }
 
-impl UserFlash for MemoryFlash {
+impl Module for MemoryFlash {
     fn user_partitions(&self) -> Vec<Partition> {
         self.partitions.clone()
     }

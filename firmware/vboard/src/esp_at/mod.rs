@@ -4,11 +4,20 @@
 
 pub mod board_glue;
 pub mod clock;
+mod console;
+pub mod costs;
 pub mod engine;
 pub mod framing;
+mod mqtt_client;
+mod ota;
 pub mod parse;
+mod sntp_client;
+pub mod tls;
 
 pub use board_glue::EspAt;
-pub use engine::{AtEngine, BoardAction, FirmwareInfo, MemoryFlash, SntpConfig, UserFlash};
+pub use engine::{
+    AtEngine, BoardAction, FirmwareInfo, LastWill, MemoryFlash, Module, MqttConnect, MqttMessage,
+    MqttUserConfig, SntpConfig, mqtt_error,
+};
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};

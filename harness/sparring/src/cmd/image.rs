@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use esp_formats::image::{self, AppSpec};
-use esp_formats::partition::{self, PartitionTable};
+use esp_formats::partition::PartitionTable;
 use esp_formats::{Chip, otadata};
 
 /// Build ESP app images and flash sets, or explain what is in (or wrong with) one.
@@ -110,46 +110,14 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn flash_set(chip: Chip, project: &str, version: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let layout = partition::esp_at_layout(chip);
-    let otadata = otadata::partition(&layout.main).context("layout has no otadata partition")?;
-    let at_customize = layout
-        .main
-        .find("at_customize")
-        .context("layout has no at_customize partition")?;
-    let app_slot = layout
-        .main
-        .ota_slots()
-        .first()
-        .copied()
-        .context("layout has no OTA app partition")?;
-    let app = image::build_app(&AppSpec::new(chip, project, version))?;
-    let files: Vec<(&str, u32, Vec<u8>)> = vec![
-        (
-            "bootloader.bin",
-            chip.bootloader_offset(),
-            image::build_bootloader(chip),
-        ),
-        (
-            "partition-table.bin",
-            partition::TABLE_OFFSET,
-            layout.main.to_bytes()?,
-        ),
-        (
-            "ota_data_initial.bin",
-            otadata.offset,
-            otadata::initial(otadata.size as usize),
-        ),
-        (
-            "at_customize.bin",
-            at_customize.offset,
-            layout.at_customize.to_bytes()?,
-        ),
-        ("app.bin", app_slot.offset, app),
-    ];
+    let files = esp_formats::flash_set::esp_at(chip, &AppSpec::new(chip, project, version))?;
     let mut offsets = serde_json::Map::new();
-    for (name, offset, bytes) in &files {
-        write(&dir.join(name), bytes)?;
-        offsets.insert(format!("0x{offset:x}"), serde_json::Value::from(*name));
+    for file in &files {
+        write(&dir.join(file.name), &file.bytes)?;
+        offsets.insert(
+            format!("0x{:x}", file.offset),
+            serde_json::Value::from(file.name),
+        );
     }
     let manifest =
         serde_json::json!({ "chip": chip.name(), "layout": "esp-at", "flash_files": offsets });
@@ -158,8 +126,13 @@ fn flash_set(chip: Chip, project: &str, version: &str, dir: &Path) -> anyhow::Re
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     println!("wrote {}:", dir.display());
-    for (name, offset, bytes) in &files {
-        println!("  0x{offset:06x} {name} ({} bytes)", bytes.len());
+    for file in &files {
+        println!(
+            "  0x{:06x} {} ({} bytes)",
+            file.offset,
+            file.name,
+            file.bytes.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

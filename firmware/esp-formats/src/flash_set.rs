@@ -1,0 +1,58 @@
+//! The set of files that make a flashable ESP-AT v2.x module: bootloader, partition table,
+//! initial otadata, the `at_customize` secondary table and the app in the first OTA slot.
+//! `sparring image flash-set` writes it to disk; the runner flashes it into boards.
+
+use crate::Chip;
+use crate::image::{self, AppSpec, FieldTooLong};
+use crate::otadata;
+use crate::partition::{self, PartitionError};
+
+/// One file of a flash set and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlashFile {
+    pub name: &'static str,
+    pub offset: u32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlashSetError {
+    #[error(transparent)]
+    App(#[from] FieldTooLong),
+    #[error(transparent)]
+    Table(#[from] PartitionError),
+}
+
+/// The ESP-AT flash set for `chip` with the app `spec` in `ota_0`.
+pub fn esp_at(chip: Chip, spec: &AppSpec) -> Result<Vec<FlashFile>, FlashSetError> {
+    let layout = partition::esp_at_layout(chip);
+    let at = |label: &str| layout.main.find(label).map_or(0, |p| p.offset);
+    let otadata_size = otadata::partition(&layout.main).map_or(0x2000, |p| p.size);
+    Ok(vec![
+        FlashFile {
+            name: "bootloader.bin",
+            offset: chip.bootloader_offset(),
+            bytes: image::build_bootloader(chip),
+        },
+        FlashFile {
+            name: "partition-table.bin",
+            offset: partition::TABLE_OFFSET,
+            bytes: layout.main.to_bytes()?,
+        },
+        FlashFile {
+            name: "ota_data_initial.bin",
+            offset: at("otadata"),
+            bytes: otadata::initial(otadata_size as usize),
+        },
+        FlashFile {
+            name: "at_customize.bin",
+            offset: at("at_customize"),
+            bytes: layout.at_customize.to_bytes()?,
+        },
+        FlashFile {
+            name: "app.bin",
+            offset: at("ota_0"),
+            bytes: image::build_app(spec)?,
+        },
+    ])
+}

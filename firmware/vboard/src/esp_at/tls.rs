@@ -1,0 +1,401 @@
+//! TLS as the module's esp-tls/mbedTLS does it, built on rustls: credentials read from the
+//! board's own PKI partitions at connect time, certificates checked against the *board* clock
+//! and hosts table, defect switches bending verification, and every failure translated into
+//! the mbedTLS error code and X.509 verify flags a real board prints ([`MBEDTLS_FAILURES`]).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use esp_formats::atpki::{self, ItemType};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+
+use crate::personality::{Defect, Shared};
+
+/// What the module presents and trusts, parsed from its PKI partitions.
+#[derive(Debug)]
+pub struct Credentials {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+/// Why credentials could not be used; each maps to what ESP-AT prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Partition erased or not an AtPKI bin: the AT port says `NO CA FOUND` etc.
+    #[error("{at_line}")]
+    Missing { at_line: &'static str },
+    /// The item is there but mbedTLS cannot parse it (`... returned -0x....`).
+    #[error("{what} returned -0x{code:04X}")]
+    Unparsable { what: &'static str, code: u16 },
+}
+
+/// mbedTLS codes for provisioning errors (esp-facts §5.5).
+const PEM_NO_HEADER_FOOTER_PRESENT: u16 = 0x1080;
+const PK_KEY_INVALID_FORMAT: u16 = 0x3D00;
+
+/// The first item of `kind` in a PKI bin, PEM-decoded. The virtual ESP-AT build hands items to
+/// mbedTLS as NUL-terminated PEM strings (esp-tls's `*_pem_buf`), so a DER item fails with
+/// `-0x1080` — the "DER given where PEM was expected" mistake from the field.
+fn item(bin: &[u8], kind: ItemType) -> Option<Vec<u8>> {
+    atpki::parse(bin)
+        .ok()?
+        .into_iter()
+        .find(|i| i.item_type == kind)
+        .map(|i| i.content)
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    bytes.trim_ascii_start().starts_with(b"-----BEGIN")
+}
+
+/// Reads the CA (`mqtt_ca`) and, when `client` is set, the certificate and key (`mqtt_cert`,
+/// `mqtt_key`) from their partitions' bytes.
+pub fn credentials(
+    ca_bin: Option<&[u8]>,
+    client: Option<(&[u8], &[u8])>,
+) -> Result<Credentials, CredentialError> {
+    let mut ca = Vec::new();
+    if let Some(bin) = ca_bin {
+        let pem = item(bin, ItemType::Ca).ok_or(CredentialError::Missing {
+            at_line: "NO CA FOUND",
+        })?;
+        ca = certificates(&pem, "mbedtls_x509_crt_parse of CA cert")?;
+    }
+    let client = match client {
+        None => None,
+        Some((cert_bin, key_bin)) => {
+            let cert = item(cert_bin, ItemType::Cert).ok_or(CredentialError::Missing {
+                at_line: "NO CERT FOUND",
+            })?;
+            let key = item(key_bin, ItemType::Key).ok_or(CredentialError::Missing {
+                at_line: "NO PRVT_KEY FOUND",
+            })?;
+            let chain = certificates(&cert, "mbedtls_x509_crt_parse of public cert")?;
+            let unparsable = CredentialError::Unparsable {
+                what: "mbedtls_pk_parse_keyfile",
+                code: PK_KEY_INVALID_FORMAT,
+            };
+            if !is_pem(&key) {
+                return Err(unparsable);
+            }
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| unparsable)?;
+            Some((chain, key))
+        }
+    };
+    Ok(Credentials { ca, client })
+}
+
+fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+    let unparsable = CredentialError::Unparsable {
+        what,
+        code: PEM_NO_HEADER_FOOTER_PRESENT,
+    };
+    if !is_pem(pem) {
+        return Err(unparsable);
+    }
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| unparsable.clone())?;
+    if certs.is_empty() {
+        return Err(unparsable);
+    }
+    Ok(certs)
+}
+
+/// The board clock as rustls's time source: certificates are valid or not by *board* time,
+/// so a board without SNTP (1970) finds every certificate "not yet valid", as on hardware.
+#[derive(Debug)]
+struct BoardClock(Arc<Shared>);
+
+impl rustls::time_provider::TimeProvider for BoardClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(
+            self.0
+                .clock()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// Server verification as the firmware does it: nothing (schemes without a CA), or webpki
+/// against the provisioned CA, bent by the defect switches a buggy firmware would have.
+#[derive(Debug)]
+struct BoardVerifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    defects: Vec<Defect>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl BoardVerifier {
+    fn has(&self, defect: Defect) -> bool {
+        self.defects.contains(&defect)
+    }
+}
+
+impl ServerCertVerifier for BoardVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        if self.has(Defect::SkipServerVerify) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if self.has(Defect::SkipCnCheck) => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. },
+            )) if self.has(Defect::IgnoreExpiry) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client configuration for one connection attempt.
+pub fn client_config(
+    shared: &Arc<Shared>,
+    credentials: &Credentials,
+    verify_server: bool,
+    alpn: &[String],
+) -> Result<ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let webpki = if verify_server {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &credentials.ca {
+            roots.add(ca.clone())?;
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Some(verifier)
+    } else {
+        None
+    };
+    let verifier = BoardVerifier {
+        webpki,
+        defects: shared.defects(),
+        provider: provider.clone(),
+    };
+    // TLS 1.2 only: ESP-IDF's mbedTLS ships with TLS 1.3 off (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3
+    // defaults to n), and it decides when a refused client certificate is noticed (during the
+    // handshake in 1.2, only at the first read in 1.3).
+    let builder = ClientConfig::builder_with_details(provider, Arc::new(BoardClock(shared.clone())))
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &credentials.client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// How a connection attempt failed, before translation into mbedTLS terms.
+#[derive(Debug)]
+pub enum HandshakeError {
+    Tls(rustls::Error),
+    Io(std::io::ErrorKind),
+    /// `mbedtls_ssl_setup` could not allocate its buffers.
+    OutOfHeap,
+}
+
+/// An mbedTLS failure as the board prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MbedFailure {
+    /// Printed as `-0x%04X`.
+    pub code: u16,
+    /// X.509 verify flags (0 unless the failure is a verification failure).
+    pub flags: u32,
+}
+
+/// X.509 verify-flag texts (`mbedtls_x509_crt_verify_info`, esp-facts §5.6).
+const VERIFY_FLAG_TEXT: &[(u32, &str)] = &[
+    (0x01, "The certificate validity has expired"),
+    (0x02, "The certificate has been revoked (is on a CRL)"),
+    (0x04, "The certificate Common Name (CN) does not match with the expected CN"),
+    (0x08, "The certificate is not correctly signed by the trusted CA"),
+    (0x100, "Other reason (can be used by verify callback)"),
+    (0x200, "The certificate validity starts in the future"),
+];
+
+const X509_CERT_VERIFY_FAILED: u16 = 0x2700;
+
+/// The one table from what rustls saw to what mbedTLS would have said (esp-facts §5.5, §5.6).
+pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
+    let verify = |flags| MbedFailure {
+        code: X509_CERT_VERIFY_FAILED,
+        flags,
+    };
+    let code = |code| MbedFailure { code, flags: 0 };
+    match error {
+        HandshakeError::OutOfHeap => code(0x7F00), // SSL_ALLOC_FAILED
+        HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => verify(match e {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
+            CertificateError::Revoked => 0x02,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => 0x04,
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => 0x08,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => 0x200,
+            _ => 0x100,
+        }),
+        HandshakeError::Tls(rustls::Error::AlertReceived(_)) => code(0x7780), // FATAL_ALERT_MESSAGE
+        HandshakeError::Tls(rustls::Error::InvalidMessage(_)) => code(0x7200), // INVALID_RECORD
+        HandshakeError::Tls(rustls::Error::PeerIncompatible(_)) => code(0x6E00), // HANDSHAKE_FAILURE
+        HandshakeError::Tls(rustls::Error::NoCertificatesPresented) => code(0x7A00), // BAD_CERTIFICATE
+        HandshakeError::Tls(_) => code(0x6C00), // INTERNAL_ERROR
+        HandshakeError::Io(std::io::ErrorKind::ConnectionReset) => code(0x0050), // NET_CONN_RESET
+        HandshakeError::Io(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+            code(0x6800) // SSL_TIMEOUT
+        }
+        HandshakeError::Io(_) => code(0x7280), // SSL_CONN_EOF
+    }
+}
+
+impl MbedFailure {
+    /// The ESP-IDF log lines (tag, level letter, message) for a failed handshake, in order.
+    pub fn log_lines(&self) -> Vec<(char, &'static str, String)> {
+        let mut lines = vec![(
+            'E',
+            "esp-tls-mbedtls",
+            format!("mbedtls_ssl_handshake returned -0x{:04X}", self.code),
+        )];
+        if self.code == X509_CERT_VERIFY_FAILED {
+            lines.push(('I', "esp-tls-mbedtls", "Failed to verify peer certificate!".into()));
+            // The virtual ESP-AT build logs esp-tls at DEBUG, so the reason is visible (real
+            // builds print it only when configured so; IDF 4.2/4.3 printed it at INFO).
+            for (flag, text) in VERIFY_FLAG_TEXT {
+                if self.flags & flag != 0 {
+                    lines.push(('D', "esp-tls-mbedtls", format!("verification info:   ! {text}")));
+                }
+            }
+        }
+        lines.push(('E', "esp-tls", "Failed to open new connection".into()));
+        lines
+    }
+}
+
+/// A TCP stream, plain or inside TLS, as the MQTT and HTTP clients use it.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Runs the TLS handshake to completion (bounded by `timeout`).
+pub fn handshake(
+    mut tcp: TcpStream,
+    config: ClientConfig,
+    name: ServerName<'static>,
+    timeout: Duration,
+) -> Result<Transport, HandshakeError> {
+    let mut conn = ClientConnection::new(Arc::new(config), name).map_err(HandshakeError::Tls)?;
+    let deadline = Instant::now() + timeout;
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    while conn.is_handshaking() {
+        if Instant::now() > deadline {
+            return Err(HandshakeError::Io(std::io::ErrorKind::TimedOut));
+        }
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                let tls = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .cloned();
+                // Send our alert (certificate_expired, unknown_ca, ...) before giving up,
+                // as mbedTLS does.
+                let _ = conn.write_tls(&mut tcp);
+                return Err(match tls {
+                    Some(tls) => HandshakeError::Tls(tls),
+                    None => HandshakeError::Io(e.kind()),
+                });
+            }
+        }
+    }
+    Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+}

@@ -1,0 +1,125 @@
+//! What a run reports, as typed, timestamped events: the executor emits them, every reporter
+//! (terminal, JUnit, JSON, HTML, snapshots) consumes the same stream, so they never disagree.
+//! Plain data (serde), so the JSON report is their serialisation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted {
+        sparring_version: String,
+        boards: Vec<BoardIdentity>,
+        scenarios: usize,
+        /// SHA-256 fingerprints of the CAs the services used, by name.
+        ca_fingerprints: BTreeMap<String, String>,
+    },
+    ScenarioStarted {
+        board: String,
+        id: String,
+        title: String,
+    },
+    StepFinished {
+        board: String,
+        scenario: String,
+        index: usize,
+        step: String,
+        ok: bool,
+        elapsed_ms: u64,
+    },
+    ScenarioFinished(ScenarioResult),
+    RunFinished {
+        elapsed_ms: u64,
+        counts: BTreeMap<String, usize>,
+        interrupted: bool,
+    },
+}
+
+/// Who a board is, as the qualification report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardIdentity {
+    /// `virtual:esp32c3`, `/dev/ttyUSB0`, ...
+    pub spec: String,
+    pub chip: String,
+    pub mac: String,
+    pub flash_size: String,
+    /// The firmware under test: project, version, SHA-256 of the app image.
+    pub firmware_project: String,
+    pub firmware_version: String,
+    pub firmware_sha256: String,
+}
+
+/// How a scenario ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    /// Passed, but something a reviewer should see happened (e.g. the board refused a bad
+    /// certificate by closing the connection without a TLS alert).
+    PassWithWarnings,
+    Fail,
+    /// The harness or a board broke; says nothing about the firmware.
+    Error,
+    Skipped,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::PassWithWarnings => "pass-with-warnings",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+            Verdict::Skipped => "skipped",
+        }
+    }
+
+    /// Counts as a success for the exit code.
+    pub fn passed(self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::PassWithWarnings | Verdict::Skipped)
+    }
+}
+
+/// The outcome of one scenario on one board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub board: String,
+    pub id: String,
+    pub title: String,
+    pub file: String,
+    pub tags: Vec<String>,
+    pub references: BTreeMap<String, String>,
+    pub verdict: Verdict,
+    /// One line: why it failed, or what the warning is; empty on a clean pass.
+    pub reason: String,
+    /// The log lines / events that show it (for failures and warnings).
+    pub evidence: Vec<String>,
+    pub warnings: Vec<String>,
+    pub facts: Facts,
+    pub elapsed_ms: u64,
+    /// Time spent waiting for the board or services (timeouts, windows): the rest is harness
+    /// overhead.
+    pub waited_ms: u64,
+    /// Raw log files written for this scenario, by port.
+    pub logs: BTreeMap<String, String>,
+}
+
+/// What was observed about the board during a scenario.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub tls_versions_offered: Vec<String>,
+    pub cipher_suites_offered: usize,
+    pub sni_sent: Vec<String>,
+    /// Alerts the board sent when it refused a server ("certificate_expired", "none").
+    pub alerts_sent: Vec<String>,
+    pub handshakes: usize,
+    pub connect_attempts: u32,
+    pub last_backoff_ms: u32,
+    pub free_heap: u32,
+    pub heap_low_water: u32,
+    pub mqtt_client_ids: Vec<String>,
+    pub http_requests: usize,
+}

@@ -1,0 +1,123 @@
+//! `sparring run`: scenarios against boards, reports for CI and for reviewers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use sparring_report::{RunRecord, terminal::Terminal};
+use sparring_runner::executor::{self, RunOptions};
+use sparring_runner::scenario::{LoadError, load_path};
+use sparring_vboard::personality::Defect;
+
+/// Run scenarios against boards: flash, provision, drive, judge, snapshot, report.
+///
+/// With no arguments it runs every scenario in `scenarios/` against a virtual ESP32-C3
+/// running the ESP-AT firmware personality — no hardware needed. Each scenario gets fresh
+/// services (TLS gate with its server certificate profile, broker, SNTP) on loopback.
+///
+/// Writes `junit.xml`, `report.json` and `report.html` into `--report` (also after a failure
+/// or Ctrl-C, for what ran), raw and timestamped serial logs under `--report/logs/`.
+/// Exit codes: 0 all passed, 1 a scenario failed or errored, 2 usage or configuration error.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scenario files or directories (default: scenarios/).
+    paths: Vec<PathBuf>,
+    /// Board to run on; repeat for several. Only `virtual:esp32c3` and `virtual:esp32` so far.
+    #[arg(long = "board", default_value = "virtual:esp32c3")]
+    boards: Vec<String>,
+    /// Only scenarios whose id matches this glob (`tls-*`).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Directory for reports and logs.
+    #[arg(long, default_value = "target/sparring")]
+    report: PathBuf,
+    /// Accept changed log snapshots (writes scenarios/snapshots/*.snap).
+    #[arg(long)]
+    update_snapshots: bool,
+    /// Turn a defect switch on in the virtual firmware for the whole run, to prove the suite
+    /// catches bad firmware: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait,
+    /// leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback.
+    #[arg(long = "defect")]
+    defects: Vec<Defect>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        args.paths.clone()
+    };
+    let mut scenarios = Vec::new();
+    let mut errors = Vec::new();
+    for path in &paths {
+        let (found, failed) = load_path(path);
+        scenarios.extend(found);
+        errors.extend(failed);
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        let unreadable = errors.iter().any(|e| matches!(e, LoadError::Read { .. }));
+        anyhow::bail!(
+            "{} scenario file(s) {}; nothing was run",
+            errors.len(),
+            if unreadable { "unreadable" } else { "invalid" }
+        );
+    }
+    if let Some(glob) = &args.filter {
+        let matcher = globset::Glob::new(glob)
+            .with_context(|| format!("--filter {glob:?}"))?
+            .compile_matcher();
+        scenarios.retain(|s| matcher.is_match(s.scenario.id.get_ref()));
+    }
+    anyhow::ensure!(!scenarios.is_empty(), "no scenario to run");
+    let snapshot_dir = paths
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("scenarios"))
+        .join("snapshots");
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(interrupted.clone());
+    let options = RunOptions {
+        boards: args.boards,
+        report_dir: args.report.clone(),
+        snapshot_dir,
+        update_snapshots: args.update_snapshots,
+        defects: args.defects,
+        interrupted,
+    };
+    let mut terminal = Terminal::default();
+    let mut record = RunRecord::default();
+    let result = executor::run(&scenarios, &options, &mut |event| {
+        terminal.on(event);
+        record.record(event);
+    });
+    // Reports are written for whatever ran, even when the run itself broke.
+    let written = sparring_report::write_all(&args.report, &record)?;
+    for path in &written {
+        eprintln!("wrote {}", path.display());
+    }
+    let results = result.context("running the scenarios")?;
+    Ok(if results.iter().all(|r| r.verdict.passed()) {
+        ExitCode::SUCCESS
+    } else {
+        super::exit_problem()
+    })
+}
+
+/// Ctrl-C sets the flag; the executor finishes its step, skips the rest, and reports.
+fn watch_ctrl_c(flag: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("interrupted: finishing the current step, then writing the reports");
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+}
