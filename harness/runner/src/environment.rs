@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sparring_pki::PkiDir;
+use esp_formats::Chip;
+use esp_formats::image::AppSpec;
 use sparring_services::gate::{self, Gate};
+use sparring_services::ota::{OtaConfig, OtaService, Variant};
 use sparring_services::sntp::{SntpConfig, SntpServer};
 use sparring_services::EventBus;
 use tokio::runtime::Runtime;
@@ -20,6 +23,9 @@ use crate::scenario::Setup;
 /// Host names the board's hosts table resolves to loopback (the certificates name them).
 pub const BROKER_HOST: &str = "broker.sparring.test";
 pub const SNTP_HOST: &str = "time.sparring.test";
+pub const OTA_HOST: &str = "ota.sparring.test";
+/// The version the OTA server's images carry (scenarios flash an older one first).
+pub const OTA_VERSION: &str = "2.5.0.0";
 pub const WIFI_SSID: &str = "sparring-lab";
 pub const WIFI_PASSWORD: &str = "correct horse";
 
@@ -31,12 +37,19 @@ pub enum EnvironmentError {
     Gate(#[from] sparring_services::GateError),
     #[error("SNTP server: {0}")]
     Sntp(std::io::Error),
+    #[error("OTA server: {0}")]
+    Ota(#[from] sparring_services::ota::OtaError),
+    #[error("unknown OTA variant {0:?}")]
+    Variant(String),
+    #[error("OTA image: {0}")]
+    Image(String),
 }
 
 /// Running services of one scenario; dropping it stops them.
 pub struct Environment {
     _gate: Gate,
     _sntp: SntpServer,
+    _ota: OtaService,
     forward: tokio::task::JoinHandle<()>,
     pub broker_plain: SocketAddr,
     pub sntp: SocketAddr,
@@ -53,6 +66,7 @@ impl Drop for Environment {
 impl Environment {
     pub fn start(
         runtime: &Runtime,
+        chip: Chip,
         pki: &PkiDir,
         broker_plain: SocketAddr,
         setup: &Setup,
@@ -70,7 +84,18 @@ impl Environment {
             }
         });
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (gate, sntp) = runtime.block_on(async {
+        let variant_name = setup.ota_variant.as_deref().unwrap_or("valid");
+        let variant = Variant::from_name(variant_name)
+            .ok_or_else(|| EnvironmentError::Variant(variant_name.to_owned()))?;
+        let image = esp_formats::image::build_app(&AppSpec::new(chip, "esp-at", OTA_VERSION))
+            .map_err(|e| EnvironmentError::Image(e.to_string()))?;
+        let slot_size = esp_formats::partition::esp_at_layout(chip)
+            .main
+            .find("ota_1")
+            .map_or(0x100000, |p| p.size);
+        let mut ota_tls = gate::from_pki(pki, "valid", false)?;
+        ota_tls.service = "ota".to_owned();
+        let (gate, sntp, ota) = runtime.block_on(async {
             let gate = Gate::start(loopback, broker_plain, config, events.clone()).await?;
             let sntp = SntpServer::start(
                 loopback,
@@ -82,7 +107,14 @@ impl Environment {
             )
             .await
             .map_err(EnvironmentError::Sntp)?;
-            Ok::<_, EnvironmentError>((gate, sntp))
+            let ota = OtaService::start(
+                loopback,
+                ota_tls,
+                OtaConfig { image, slot_size },
+                events.clone(),
+            )
+            .await?;
+            Ok::<_, EnvironmentError>((gate, sntp, ota))
         })?;
         let device = setup.device_profile.as_deref().unwrap_or("device-valid");
         let mut vars = BTreeMap::new();
@@ -96,11 +128,16 @@ impl Environment {
         set("device.profile", device.to_owned());
         set("device.cn", pki.manifest.device_id.clone());
         set("server.profile", profile.to_owned());
+        let url = ota.url(OTA_HOST, variant);
+        set("ota.url_len", url.len().to_string());
+        set("ota.url", url);
+        set("ota.version", OTA_VERSION.to_owned());
         Ok(Environment {
             broker_plain,
             sntp: sntp.addr,
             _gate: gate,
             _sntp: sntp,
+            _ota: ota,
             forward,
             vars,
         })

@@ -293,6 +293,7 @@ fn run_scenario(
     let setup = &loaded.scenario.setup;
     let env = match Environment::start(
         context.runtime,
+        bench.board.chip(),
         context.pki,
         context.broker,
         setup,
@@ -319,7 +320,7 @@ fn run_scenario(
                 password: environment::WIFI_PASSWORD.to_owned(),
                 rssi: -45,
             }],
-            hosts: [environment::BROKER_HOST, environment::SNTP_HOST]
+            hosts: [environment::BROKER_HOST, environment::SNTP_HOST, environment::OTA_HOST]
                 .into_iter()
                 .map(|h| (h.to_owned(), std::net::IpAddr::from([127, 0, 0, 1])))
                 .collect(),
@@ -449,6 +450,7 @@ impl ScenarioRun<'_> {
             }
             Step::Send(s) => {
                 let bytes = match (&s.line, &s.hex) {
+                    (None, None) => self.text(planned, s.data.as_deref().unwrap_or(""))?.into_bytes(),
                     (Some(line), _) => {
                         let line = self.text(planned, line)?;
                         if Regex::new(r"^AT\+(RST|RESTORE|USEROTA)").is_ok_and(|r| r.is_match(&line)) {
@@ -457,7 +459,6 @@ impl ScenarioRun<'_> {
                         format!("{line}\r\n").into_bytes()
                     }
                     (None, Some(hex)) => hex::decode(hex.get_ref()).map_err(|e| StepFailure::Error(e.to_string()))?,
-                    (None, None) => Vec::new(),
                 };
                 self.send(s.port, &bytes)
             }
@@ -904,8 +905,13 @@ pub fn describe(event: &Event) -> (String, String) {
             (kind.to_owned(), line)
         }
         EventKind::Sntp(s) => ("sntp".to_owned(), format!("answered={} skew={}", s.answered, s.skew_seconds)),
-        #[allow(unreachable_patterns)]
-        _ => ("other".to_owned(), String::new()),
+        EventKind::Http(h) => {
+            let kind = if h.status == 200 && h.body_complete { "ota-completed" } else { "ota-request" };
+            (
+                kind.to_owned(),
+                format!("{} {} status={} bytes={} complete={}", h.method, h.path, h.status, h.bytes_sent, h.body_complete),
+            )
+        }
     }
 }
 

@@ -166,9 +166,11 @@ pub struct ResetStep {
 #[serde(deny_unknown_fields)]
 pub struct SendStep {
     pub port: Port,
-    /// A line (CR LF appended) or raw bytes given as hex.
+    /// A line (CR LF appended), raw bytes given as hex, or text sent as is (data after a
+    /// `>` prompt).
     pub line: Option<String>,
     pub hex: Option<Spanned<String>>,
+    pub data: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,9 +328,9 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
             Step::WaitEvent(WaitEventStep {
                 matching: Some(m), ..
             }) => check_regex(path, text, m)?,
-            Step::Send(s) => match (&s.line, &s.hex) {
-                (Some(_), None) => {}
-                (None, Some(hex)) => {
+            Step::Send(s) => match (&s.line, &s.hex, &s.data) {
+                (Some(_), None, None) | (None, None, Some(_)) => {}
+                (None, Some(hex), None) => {
                     hex::decode(hex.get_ref()).map_err(|e| {
                         invalid(
                             path,
@@ -343,7 +345,7 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
                         path,
                         text,
                         step.span().start,
-                        "expected a send step with exactly one of `line` or `hex`",
+                        "expected a send step with exactly one of `line`, `hex` or `data`",
                     ));
                 }
             },

@@ -20,8 +20,11 @@ pub enum SnapshotOutcome {
 /// Replaces what differs from run to run: timestamps, heap figures, ports, MACs, clocks,
 /// fingerprints.
 pub fn normalise(lines: &[String]) -> String {
-    let rules: [(&str, &str); 7] = [
+    let rules: [(&str, &str); 9] = [
         (r"^([EWID]) \(\d+\)", "$1 (T)"),
+        // Certificate lengths vary with their signatures; ports are picked at run time.
+        (r#"(AT\+SYSFLASH=1,"[a-z_]+",0,)\d+"#, "${1}<len>"),
+        (r#"(AT\+MQTTCONN=0,"[^"]*",)\d+"#, "${1}<port>"),
         (r"\+SYSRAM:\d+,\d+", "+SYSRAM:<free>,<min>"),
         (r"\+CIPSNTPTIME:.*", "+CIPSNTPTIME:<time>"),
         (r#"("|:)(\d{4,5})(")"#, "$1<port>$3"),

@@ -28,6 +28,8 @@ pub enum EventKind {
     Mqtt(MqttRecord),
     /// An SNTP request arrived.
     Sntp(crate::sntp::SntpRecord),
+    /// An HTTP request to the OTA server was answered.
+    Http(crate::ota::HttpRecord),
 }
 
 /// What a TLS handshake showed.

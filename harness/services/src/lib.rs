@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod events;
 pub mod gate;
+pub mod ota;
 pub mod sntp;
 
 use std::net::SocketAddr;

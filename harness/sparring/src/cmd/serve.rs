@@ -147,5 +147,13 @@ fn describe(event: &sparring_services::Event) -> String {
             if s.answered { "answered" } else { "ignored" },
             s.skew_seconds
         ),
+        EventKind::Http(h) => format!(
+            "{head} HTTP {} {} -> {} ({} bytes{})",
+            h.method,
+            h.path,
+            h.status,
+            h.bytes_sent,
+            if h.body_complete { "" } else { ", incomplete" }
+        ),
     }
 }
