@@ -418,7 +418,11 @@ impl Core {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             free_heap: self.shared.heap().free,
             min_free_heap: self.shared.heap().min_free,
-            connect_attempts: self.shared.net_stats.connect_attempts.load(Ordering::SeqCst),
+            connect_attempts: self
+                .shared
+                .net_stats
+                .connect_attempts
+                .load(Ordering::SeqCst),
             last_backoff_ms: self.shared.net_stats.last_backoff_ms.load(Ordering::SeqCst),
         }
     }

@@ -112,19 +112,42 @@ impl Defect {
     /// Every switch, with the effect it has (for `--help` and error messages).
     pub const ALL: &[(&'static str, &'static str)] = &[
         ("skip-server-verify", "accepts any server certificate"),
-        ("skip-cn-check", "accepts a server certificate issued for another host"),
-        ("ignore-expiry", "accepts expired and not-yet-valid server certificates"),
-        ("no-sntp-wait", "reports +TIME_UPDATED without an SNTP answer"),
-        ("leak-per-connect=BYTES", "never frees BYTES of heap per MQTT connection"),
-        ("crash-on-large-record", "panics (Guru Meditation) on an incoming message over 4 KiB"),
-        ("accept-any-ota-image", "installs OTA images without validating them"),
-        ("no-rollback", "marks an OTA image valid at once: rollback is never armed"),
+        (
+            "skip-cn-check",
+            "accepts a server certificate issued for another host",
+        ),
+        (
+            "ignore-expiry",
+            "accepts expired and not-yet-valid server certificates",
+        ),
+        (
+            "no-sntp-wait",
+            "reports +TIME_UPDATED without an SNTP answer",
+        ),
+        (
+            "leak-per-connect=BYTES",
+            "never frees BYTES of heap per MQTT connection",
+        ),
+        (
+            "crash-on-large-record",
+            "panics (Guru Meditation) on an incoming message over 4 KiB",
+        ),
+        (
+            "accept-any-ota-image",
+            "installs OTA images without validating them",
+        ),
+        (
+            "no-rollback",
+            "marks an OTA image valid at once: rollback is never armed",
+        ),
     ];
 }
 
 /// A defect switch name that is not one of [`Defect::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback")]
+#[error(
+    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback"
+)]
 pub struct UnknownDefect(pub String);
 
 impl std::str::FromStr for Defect {
@@ -141,7 +164,9 @@ impl std::str::FromStr for Defect {
             "accept-any-ota-image" => Defect::AcceptAnyOtaImage,
             "no-rollback" => Defect::NoRollback,
             other => {
-                let bytes = other.strip_prefix("leak-per-connect=").ok_or_else(unknown)?;
+                let bytes = other
+                    .strip_prefix("leak-per-connect=")
+                    .ok_or_else(unknown)?;
                 Defect::LeakPerConnect {
                     bytes: bytes.parse().map_err(|_| unknown())?,
                 }

@@ -39,23 +39,42 @@ pub fn render(record: &RunRecord) -> String {
         count(Verdict::Error),
         count(Verdict::Skipped),
         record.elapsed_ms as f64 / 1000.0,
-        if record.interrupted { " (interrupted)" } else { "" }
+        if record.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     h.push_str("<h2>Boards</h2><table><tr><th>board</th><th>chip</th><th>MAC</th><th>flash</th><th>firmware</th><th>version</th><th>SHA-256</th></tr>");
     for b in &record.boards {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&b.spec), esc(&b.chip), esc(&b.mac), esc(&b.flash_size), esc(&b.firmware_project), esc(&b.firmware_version), esc(&b.firmware_sha256)
+            esc(&b.spec),
+            esc(&b.chip),
+            esc(&b.mac),
+            esc(&b.flash_size),
+            esc(&b.firmware_project),
+            esc(&b.firmware_version),
+            esc(&b.firmware_sha256)
         );
     }
     h.push_str("</table><h2>Certificate authorities</h2><table><tr><th>CA</th><th>SHA-256 fingerprint</th></tr>");
     for (name, fp) in &record.ca_fingerprints {
-        let _ = write!(h, "<tr><td>{}</td><td><code>{}</code></td></tr>", esc(name), esc(fp));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code></td></tr>",
+            esc(name),
+            esc(fp)
+        );
     }
     h.push_str("</table><h2>Scenarios</h2><table><tr><th>scenario</th><th>verdict</th><th>reason and evidence</th><th>observed facts</th></tr>");
     for r in &record.results {
-        let refs: Vec<String> = r.references.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let refs: Vec<String> = r
+            .references
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         let f = &r.facts;
         let _ = write!(
             h,

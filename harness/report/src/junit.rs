@@ -35,7 +35,10 @@ pub fn render(record: &RunRecord) -> Result<String, ReportError> {
                 }
             };
             let mut case = TestCase::new(r.id.clone(), status);
-            case.set_classname(format!("sparring.{}", r.tags.first().map_or("scenario", String::as_str)));
+            case.set_classname(format!(
+                "sparring.{}",
+                r.tags.first().map_or("scenario", String::as_str)
+            ));
             case.set_time(Duration::from_millis(r.elapsed_ms));
             if !r.warnings.is_empty() {
                 case.set_system_out(format!("warnings: {}", r.warnings.join("; ")));
@@ -44,5 +47,7 @@ pub fn render(record: &RunRecord) -> Result<String, ReportError> {
         }
         report.add_test_suite(suite);
     }
-    report.to_string().map_err(|e| ReportError::Junit(e.to_string()))
+    report
+        .to_string()
+        .map_err(|e| ReportError::Junit(e.to_string()))
 }

@@ -34,7 +34,7 @@ impl RunRecord {
                 self.boards = boards.clone();
                 self.ca_fingerprints = ca_fingerprints.clone();
             }
-            RunEvent::ScenarioFinished(result) => self.results.push(result.clone()),
+            RunEvent::ScenarioFinished(result) => self.results.push((**result).clone()),
             RunEvent::RunFinished {
                 elapsed_ms,
                 interrupted,

@@ -20,12 +20,23 @@ impl Default for Terminal {
 }
 
 impl Terminal {
+    /// A line above the bar; straight to stderr when there is no terminal to draw on (CI).
+    fn println(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.println(line);
+        }
+    }
+
     pub fn on(&mut self, event: &RunEvent) {
         match event {
-            RunEvent::RunStarted { boards, scenarios, .. } => {
+            RunEvent::RunStarted {
+                boards, scenarios, ..
+            } => {
                 self.bar.set_length((scenarios * boards.len()) as u64);
                 for b in boards {
-                    self.bar.println(format!(
+                    self.println(format!(
                         "board {}: {} {} ({}), firmware {} {}",
                         b.spec, b.chip, b.mac, b.flash_size, b.firmware_project, b.firmware_version
                     ));
@@ -49,9 +60,13 @@ impl Terminal {
                 for e in r.evidence.iter().take(6) {
                     line.push_str(&format!("\n        | {e}"));
                 }
-                self.bar.println(line);
+                self.println(line);
             }
-            RunEvent::RunFinished { elapsed_ms, counts, interrupted } => {
+            RunEvent::RunFinished {
+                elapsed_ms,
+                counts,
+                interrupted,
+            } => {
                 self.bar.finish_and_clear();
                 let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
                 eprintln!(

@@ -14,7 +14,9 @@ use crate::scenario::Port;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("board spec {0:?}: expected virtual:esp32 or virtual:esp32c3 (serial boards are not supported yet)")]
+    #[error(
+        "board spec {0:?}: expected virtual:esp32 or virtual:esp32c3 (serial boards are not supported yet)"
+    )]
     BadSpec(String),
     #[error("starting the virtual board: {0}")]
     Start(#[from] sparring_vboard::board::BoardError),

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sparring_pki::PkiDir;
 use esp_formats::Chip;
 use esp_formats::image::AppSpec;
+use sparring_pki::PkiDir;
+use sparring_services::EventBus;
 use sparring_services::gate::{self, Gate};
 use sparring_services::ota::{OtaConfig, OtaService, Variant};
 use sparring_services::sntp::{SntpConfig, SntpServer};
-use sparring_services::EventBus;
 use tokio::runtime::Runtime;
 
 use crate::observe::Observations;

@@ -30,7 +30,7 @@ pub enum RunEvent {
         ok: bool,
         elapsed_ms: u64,
     },
-    ScenarioFinished(ScenarioResult),
+    ScenarioFinished(Box<ScenarioResult>),
     RunFinished {
         elapsed_ms: u64,
         counts: BTreeMap<String, usize>,
@@ -79,7 +79,10 @@ impl Verdict {
 
     /// Counts as a success for the exit code.
     pub fn passed(self) -> bool {
-        matches!(self, Verdict::Pass | Verdict::PassWithWarnings | Verdict::Skipped)
+        matches!(
+            self,
+            Verdict::Pass | Verdict::PassWithWarnings | Verdict::Skipped
+        )
     }
 }
 

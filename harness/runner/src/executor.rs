@@ -100,8 +100,12 @@ fn port_name(port: Port) -> &'static str {
 fn open_bench(spec: &str, dir: &Path, firmware_version: &str) -> Result<Bench, RunError> {
     let board = VirtualBoard::start(spec, dir)?;
     let sink: Sink = Arc::new(Mutex::new(Observations::new()));
-    let app = esp_formats::image::build_app(&AppSpec::new(board.chip(), FIRMWARE_PROJECT, firmware_version))
-        .unwrap_or_default();
+    let app = esp_formats::image::build_app(&AppSpec::new(
+        board.chip(),
+        FIRMWARE_PROJECT,
+        firmware_version,
+    ))
+    .unwrap_or_default();
     let identity = BoardIdentity {
         spec: spec.to_owned(),
         chip: board.chip().name().to_owned(),
@@ -152,8 +156,8 @@ pub fn run(
         .build()
         .map_err(RunError::Runtime)?;
     let pki = sparring_pki::TempPki::generate(sparring_pki::Options::default())?;
-    let broker = sparring_services::broker::start_rumqttd()
-        .map_err(|e| RunError::Broker(e.to_string()))?;
+    let broker =
+        sparring_services::broker::start_rumqttd().map_err(|e| RunError::Broker(e.to_string()))?;
     runtime
         .block_on(sparring_services::wait_for_listener(broker))
         .map_err(|e| RunError::Broker(e.to_string()))?;
@@ -164,7 +168,10 @@ pub fn run(
         benches.push(open_bench(spec, &dir, &version)?);
     }
     let mut fingerprints = BTreeMap::new();
-    for (name, der) in [("root", pki.pki.root()), ("intermediate", pki.pki.intermediate())] {
+    for (name, der) in [
+        ("root", pki.pki.root()),
+        ("intermediate", pki.pki.intermediate()),
+    ] {
         fingerprints.insert(name.to_owned(), hex::encode(Sha256::digest(der?.as_ref())));
     }
     emit(&RunEvent::RunStarted {
@@ -177,7 +184,11 @@ pub fn run(
     for bench in &mut benches {
         for loaded in scenarios {
             let result = if options.interrupted.load(Ordering::SeqCst) {
-                skipped(bench, loaded, "run interrupted (Ctrl-C) before this scenario")
+                skipped(
+                    bench,
+                    loaded,
+                    "run interrupted (Ctrl-C) before this scenario",
+                )
             } else if !chip_fits(bench, loaded) {
                 let chips = loaded.scenario.board.chips.join(", ");
                 skipped(bench, loaded, &format!("needs a {chips} board"))
@@ -195,7 +206,7 @@ pub fn run(
                 };
                 run_scenario(&context, bench, loaded, emit)
             };
-            emit(&RunEvent::ScenarioFinished(result.clone()));
+            emit(&RunEvent::ScenarioFinished(Box::new(result.clone())));
             results.push(result);
         }
     }
@@ -254,7 +265,10 @@ struct Context<'a> {
 /// Why a step did not pass.
 enum StepFailure {
     /// The firmware did not do what the scenario expects.
-    Fail { reason: String, evidence: Vec<String> },
+    Fail {
+        reason: String,
+        evidence: Vec<String>,
+    },
     /// The harness or the board broke.
     Error(String),
 }
@@ -320,10 +334,14 @@ fn run_scenario(
                 password: environment::WIFI_PASSWORD.to_owned(),
                 rssi: -45,
             }],
-            hosts: [environment::BROKER_HOST, environment::SNTP_HOST, environment::OTA_HOST]
-                .into_iter()
-                .map(|h| (h.to_owned(), std::net::IpAddr::from([127, 0, 0, 1])))
-                .collect(),
+            hosts: [
+                environment::BROKER_HOST,
+                environment::SNTP_HOST,
+                environment::OTA_HOST,
+            ]
+            .into_iter()
+            .map(|h| (h.to_owned(), std::net::IpAddr::from([127, 0, 0, 1])))
+            .collect(),
             ports: BTreeMap::from([(123, env.sntp.port())]),
         },
         defects,
@@ -374,7 +392,11 @@ impl ScenarioRun<'_> {
         self.loaded.scenario.id.get_ref()
     }
 
-    fn steps(&mut self, steps: &[PlannedStep], emit: &mut dyn FnMut(&RunEvent)) -> Result<(), StepFailure> {
+    fn steps(
+        &mut self,
+        steps: &[PlannedStep],
+        emit: &mut dyn FnMut(&RunEvent),
+    ) -> Result<(), StepFailure> {
         for (index, planned) in steps.iter().enumerate() {
             if self.context.options.interrupted.load(Ordering::SeqCst) {
                 return Err(StepFailure::Error("interrupted (Ctrl-C)".into()));
@@ -391,12 +413,18 @@ impl ScenarioRun<'_> {
             });
             result.map_err(|failure| match failure {
                 StepFailure::Fail { reason, evidence } => StepFailure::Fail {
-                    reason: format!("{} ({}): {reason}", step_name(&planned.step), planned.origin),
+                    reason: format!(
+                        "{} ({}): {reason}",
+                        step_name(&planned.step),
+                        planned.origin
+                    ),
                     evidence,
                 },
-                StepFailure::Error(reason) => {
-                    StepFailure::Error(format!("{} ({}): {reason}", step_name(&planned.step), planned.origin))
-                }
+                StepFailure::Error(reason) => StepFailure::Error(format!(
+                    "{} ({}): {reason}",
+                    step_name(&planned.step),
+                    planned.origin
+                )),
             })?;
         }
         Ok(())
@@ -426,8 +454,9 @@ impl ScenarioRun<'_> {
         match &planned.step {
             Step::Flash(f) => {
                 let chip = self.bench.board.chip();
-                let files = flash_set::esp_at(chip, &AppSpec::new(chip, FIRMWARE_PROJECT, &f.version))
-                    .map_err(|e| StepFailure::Error(e.to_string()))?;
+                let files =
+                    flash_set::esp_at(chip, &AppSpec::new(chip, FIRMWARE_PROJECT, &f.version))
+                        .map_err(|e| StepFailure::Error(e.to_string()))?;
                 // The download-mode banner and the boot after flashing.
                 self.allowed_resets += 2;
                 // The flasher owns the log port while it works; the loader's traffic is not log.
@@ -442,7 +471,9 @@ impl ScenarioRun<'_> {
             Step::Reset(r) => {
                 self.allowed_resets += 1;
                 if r.download {
-                    return Err(StepFailure::Error("reset into download mode is done by flash steps".into()));
+                    return Err(StepFailure::Error(
+                        "reset into download mode is done by flash steps".into(),
+                    ));
                 }
                 self.mark(Port::Log);
                 self.mark(Port::At);
@@ -450,15 +481,21 @@ impl ScenarioRun<'_> {
             }
             Step::Send(s) => {
                 let bytes = match (&s.line, &s.hex) {
-                    (None, None) => self.text(planned, s.data.as_deref().unwrap_or(""))?.into_bytes(),
+                    (None, None) => self
+                        .text(planned, s.data.as_deref().unwrap_or(""))?
+                        .into_bytes(),
                     (Some(line), _) => {
                         let line = self.text(planned, line)?;
-                        if Regex::new(r"^AT\+(RST|RESTORE|USEROTA)").is_ok_and(|r| r.is_match(&line)) {
+                        if Regex::new(r"^AT\+(RST|RESTORE|USEROTA)")
+                            .is_ok_and(|r| r.is_match(&line))
+                        {
                             self.allowed_resets += 1;
                         }
                         format!("{line}\r\n").into_bytes()
                     }
-                    (None, Some(hex)) => hex::decode(hex.get_ref()).map_err(|e| StepFailure::Error(e.to_string()))?,
+                    (None, Some(hex)) => {
+                        hex::decode(hex.get_ref()).map_err(|e| StepFailure::Error(e.to_string()))?
+                    }
                 };
                 self.send(s.port, &bytes)
             }
@@ -471,12 +508,19 @@ impl ScenarioRun<'_> {
                 let from = self.from(e.port);
                 let deadline = Instant::now() + Duration::from_millis(e.window_ms);
                 let waited = Instant::now();
-                let seen = self.observations.wait_for(deadline, |o| find_line(o, e.port, from, &regex));
+                let seen = self
+                    .observations
+                    .wait_for(deadline, |o| find_line(o, e.port, from, &regex));
                 self.waited += waited.elapsed();
                 match seen {
                     None => Ok(()),
                     Some(line) => Err(fail(
-                        format!("/{}/ appeared on the {} port within {} ms", regex.as_str(), port_name(e.port), e.window_ms),
+                        format!(
+                            "/{}/ appeared on the {} port within {} ms",
+                            regex.as_str(),
+                            port_name(e.port),
+                            e.window_ms
+                        ),
                         vec![line],
                     )),
                 }
@@ -511,7 +555,10 @@ impl ScenarioRun<'_> {
                             Some(m) => format!("{} matching /{}/", w.event, m.as_str()),
                             None => w.event.clone(),
                         };
-                        Err(fail(format!("no {what} event within {} ms", w.within_ms), seen))
+                        Err(fail(
+                            format!("no {what} event within {} ms", w.within_ms),
+                            seen,
+                        ))
                     }
                 }
             }
@@ -526,13 +573,20 @@ impl ScenarioRun<'_> {
                         (None, Some(max)) => format!("at most {max}"),
                         (None, None) => String::new(),
                     };
-                    return Err(fail(format!("{} is {value}, expected {bound}", a.fact), Vec::new()));
+                    return Err(fail(
+                        format!("{} is {value}, expected {bound}", a.fact),
+                        Vec::new(),
+                    ));
                 }
                 Ok(())
             }
             Step::Snapshot(s) => self.snapshot(s.port, &s.name),
             Step::Provision(p) => self.provision(p.encoding.get_ref() == "atpki-der"),
-            Step::Heap(h) => self.bench.board.reserve_heap(h.reserve).map_err(board_error),
+            Step::Heap(h) => self
+                .bench
+                .board
+                .reserve_heap(h.reserve)
+                .map_err(board_error),
             Step::Publish(p) => {
                 let topic = self.text(planned, &p.topic)?;
                 let payload = match (&p.payload, p.size) {
@@ -565,14 +619,18 @@ impl ScenarioRun<'_> {
         writer
             .write_all(bytes)
             .and_then(|()| writer.flush())
-            .map_err(|e| StepFailure::Error(format!("writing to the {} port: {e}", port_name(port))))
+            .map_err(|e| {
+                StepFailure::Error(format!("writing to the {} port: {e}", port_name(port)))
+            })
     }
 
     fn expect(&mut self, port: Port, regex: &Regex, within: Duration) -> Result<(), StepFailure> {
         let from = self.from(port);
         let deadline = Instant::now() + within;
         let waited = Instant::now();
-        let found = self.observations.wait_for(deadline, |o| find_line(o, port, from, regex));
+        let found = self
+            .observations
+            .wait_for(deadline, |o| find_line(o, port, from, regex));
         self.waited += waited.elapsed();
         if found.is_some() {
             return Ok(());
@@ -601,27 +659,36 @@ impl ScenarioRun<'_> {
     /// `AT+SYSFLASH`, as a provisioning station does: erase, write with the data prompt.
     fn provision(&mut self, der: bool) -> Result<(), StepFailure> {
         let pki = self.context.pki;
-        let profile_name = self.env.vars.get("device.profile").cloned().unwrap_or_default();
+        let profile_name = self
+            .env
+            .vars
+            .get("device.profile")
+            .cloned()
+            .unwrap_or_default();
         let pki_error = |e: sparring_pki::PkiError| StepFailure::Error(e.to_string());
         let profile = pki.profile(&profile_name).map_err(pki_error)?;
         let bins: Vec<(&str, Vec<u8>)> = if der {
-            let read = |p: &Path| std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()));
+            let read = |p: &Path| {
+                std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()))
+            };
             let key = read(&profile.files.key.der)?;
             let cert = read(&profile.files.cert.der)?;
             let ca = pki.root().map_err(pki_error)?.as_ref().to_vec();
-            let bin = |kind, bytes| atpki::build(&[(kind, bytes)]).map_err(|e| StepFailure::Error(e.to_string()));
+            let bin = |kind, bytes| {
+                atpki::build(&[(kind, bytes)]).map_err(|e| StepFailure::Error(e.to_string()))
+            };
             vec![
                 ("mqtt_ca", bin(ItemType::Ca, ca)?),
                 ("mqtt_cert", bin(ItemType::Cert, cert)?),
                 ("mqtt_key", bin(ItemType::Key, key)?),
             ]
         } else {
-            let files = profile
-                .files
-                .esp_at
-                .as_ref()
-                .ok_or_else(|| StepFailure::Error(format!("{profile_name} is not a device profile")))?;
-            let read = |p: &Path| std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()));
+            let files = profile.files.esp_at.as_ref().ok_or_else(|| {
+                StepFailure::Error(format!("{profile_name} is not a device profile"))
+            })?;
+            let read = |p: &Path| {
+                std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()))
+            };
             vec![
                 ("mqtt_ca", read(&files.mqtt_ca)?),
                 ("mqtt_cert", read(&files.mqtt_cert)?),
@@ -631,14 +698,23 @@ impl ScenarioRun<'_> {
         let ok = Regex::new(r"^(OK|ERROR)$").map_err(|e| StepFailure::Error(e.to_string()))?;
         for (partition, bin) in bins {
             self.at_command(&format!("AT+SYSFLASH=0,\"{partition}\""), &ok)?;
-            self.send(Port::At, format!("AT+SYSFLASH=1,\"{partition}\",0,{}\r\n", bin.len()).as_bytes())?;
+            self.send(
+                Port::At,
+                format!("AT+SYSFLASH=1,\"{partition}\",0,{}\r\n", bin.len()).as_bytes(),
+            )?;
             let raw_from = self.observations.lock().at.raw().len();
             let deadline = Instant::now() + Duration::from_secs(5);
-            let prompt = self
-                .observations
-                .wait_for(deadline, |o| o.at.raw().get(raw_from..).filter(|r| r.contains(&b'>')).map(drop));
+            let prompt = self.observations.wait_for(deadline, |o| {
+                o.at.raw()
+                    .get(raw_from..)
+                    .filter(|r| r.contains(&b'>'))
+                    .map(drop)
+            });
             if prompt.is_none() {
-                return Err(fail(format!("no `>` prompt after AT+SYSFLASH=1 for {partition}"), Vec::new()));
+                return Err(fail(
+                    format!("no `>` prompt after AT+SYSFLASH=1 for {partition}"),
+                    Vec::new(),
+                ));
             }
             let writer = self
                 .bench
@@ -672,7 +748,11 @@ impl ScenarioRun<'_> {
             .state()
             .map_err(|e| StepFailure::Error(e.to_string()))?;
         let observed = self.observations.lock();
-        let handshakes = observed.events.iter().filter(|e| matches!(e.kind, EventKind::Tls(_))).count();
+        let handshakes = observed
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Tls(_)))
+            .count();
         Ok(match name {
             "free-heap" => i64::from(state.free_heap),
             "heap-low-water" => i64::from(state.min_free_heap),
@@ -732,7 +812,10 @@ impl ScenarioRun<'_> {
         }
         let expect_crash = self.loaded.scenario.setup.expect_crash;
         let excerpt = |at: usize| -> Vec<String> {
-            lines[at..lines.len().min(at + 12)].iter().map(|l| l.text.clone()).collect()
+            lines[at..lines.len().min(at + 12)]
+                .iter()
+                .map(|l| l.text.clone())
+                .collect()
         };
         let failed = !matches!(result.verdict, Verdict::Pass);
         match panic_at {
@@ -772,7 +855,9 @@ impl ScenarioRun<'_> {
             if let EventKind::Tls(record) = &event.kind
                 && record.outcome == (TlsOutcome::AbortedByPeer { alert: None })
             {
-                result.warnings.push("the board closed the TLS connection without sending an alert".into());
+                result
+                    .warnings
+                    .push("the board closed the TLS connection without sending an alert".into());
             }
         }
         result.warnings.dedup();
@@ -794,16 +879,22 @@ impl ScenarioRun<'_> {
                     {
                         facts.tls_versions_offered.push(v.clone());
                     }
-                    facts.cipher_suites_offered = facts.cipher_suites_offered.max(r.cipher_suites_offered.len());
+                    facts.cipher_suites_offered = facts
+                        .cipher_suites_offered
+                        .max(r.cipher_suites_offered.len());
                     let sni = r.sni.clone().unwrap_or_else(|| "(none)".into());
                     if !facts.sni_sent.contains(&sni) {
                         facts.sni_sent.push(sni);
                     }
                     if let TlsOutcome::AbortedByPeer { alert } = &r.outcome {
-                        facts.alerts_sent.push(alert.clone().unwrap_or_else(|| "none".into()));
+                        facts
+                            .alerts_sent
+                            .push(alert.clone().unwrap_or_else(|| "none".into()));
                     }
                 }
-                EventKind::Mqtt(m) if m.direction == Direction::FromDevice && m.packet == "CONNECT" => {
+                EventKind::Mqtt(m)
+                    if m.direction == Direction::FromDevice && m.packet == "CONNECT" =>
+                {
                     if let Some(id) = &m.client_id
                         && !facts.mqtt_client_ids.contains(id)
                     {
@@ -874,17 +965,31 @@ pub fn describe(event: &Event) -> (String, String) {
             let (kind, what) = match &r.outcome {
                 TlsOutcome::Established => (
                     "tls-established",
-                    format!("version={} client_cn={}", r.version.as_deref().unwrap_or("?"), r.client_cn.as_deref().unwrap_or("none")),
+                    format!(
+                        "version={} client_cn={}",
+                        r.version.as_deref().unwrap_or("?"),
+                        r.client_cn.as_deref().unwrap_or("none")
+                    ),
                 ),
-                TlsOutcome::RejectedByUs { reason, detail } => {
-                    ("device-rejected", format!("reason={} detail={detail}", serde_json::to_string(reason).unwrap_or_default().trim_matches('"')))
-                }
-                TlsOutcome::AbortedByPeer { alert } => {
-                    ("tls-alert", format!("alert={}", alert.as_deref().unwrap_or("none")))
-                }
+                TlsOutcome::RejectedByUs { reason, detail } => (
+                    "device-rejected",
+                    format!(
+                        "reason={} detail={detail}",
+                        serde_json::to_string(reason)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                    ),
+                ),
+                TlsOutcome::AbortedByPeer { alert } => (
+                    "tls-alert",
+                    format!("alert={}", alert.as_deref().unwrap_or("none")),
+                ),
                 TlsOutcome::HandshakeTimeout => ("tls-timeout", "handshake timed out".to_owned()),
             };
-            (kind.to_owned(), format!("{what} sni={sni} service={}", event.service))
+            (
+                kind.to_owned(),
+                format!("{what} sni={sni} service={}", event.service),
+            )
         }
         EventKind::Mqtt(m) => {
             let kind = match (m.direction, m.packet.as_str()) {
@@ -904,12 +1009,22 @@ pub fn describe(event: &Event) -> (String, String) {
             );
             (kind.to_owned(), line)
         }
-        EventKind::Sntp(s) => ("sntp".to_owned(), format!("answered={} skew={}", s.answered, s.skew_seconds)),
+        EventKind::Sntp(s) => (
+            "sntp".to_owned(),
+            format!("answered={} skew={}", s.answered, s.skew_seconds),
+        ),
         EventKind::Http(h) => {
-            let kind = if h.status == 200 && h.body_complete { "ota-completed" } else { "ota-request" };
+            let kind = if h.status == 200 && h.body_complete {
+                "ota-completed"
+            } else {
+                "ota-request"
+            };
             (
                 kind.to_owned(),
-                format!("{} {} status={} bytes={} complete={}", h.method, h.path, h.status, h.bytes_sent, h.body_complete),
+                format!(
+                    "{} {} status={} bytes={} complete={}",
+                    h.method, h.path, h.status, h.bytes_sent, h.body_complete
+                ),
             )
         }
     }
@@ -934,7 +1049,8 @@ fn step_name(step: &Step) -> &'static str {
 
 /// The broker publishes to the device: a plain MQTT client on the broker's loopback port.
 fn publish(broker: SocketAddr, topic: &str, payload: Vec<u8>, qos: u8) -> Result<(), String> {
-    let mut options = rumqttc::MqttOptions::new("sparring-observer", broker.ip().to_string(), broker.port());
+    let mut options =
+        rumqttc::MqttOptions::new("sparring-observer", broker.ip().to_string(), broker.port());
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(options, 10);
     let qos = match qos {
@@ -947,7 +1063,9 @@ fn publish(broker: SocketAddr, topic: &str, payload: Vec<u8>, qos: u8) -> Result
     // Until the publish left (QoS 0) or was acknowledged (QoS 1); bounded.
     for notification in connection.iter().take(50) {
         match notification {
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_))) if qos == rumqttc::QoS::AtMostOnce => {
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)))
+                if qos == rumqttc::QoS::AtMostOnce =>
+            {
                 let _ = client.disconnect();
                 return Ok(());
             }

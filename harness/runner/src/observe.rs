@@ -73,7 +73,11 @@ impl Observations {
     }
 
     /// Waits until `found` returns `Some` or the deadline passes; returns the last answer.
-    pub fn wait_for<T>(&self, deadline: Instant, mut found: impl FnMut(&Observed) -> Option<T>) -> Option<T> {
+    pub fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut found: impl FnMut(&Observed) -> Option<T>,
+    ) -> Option<T> {
         let mut state = lock(&self.state);
         loop {
             if let Some(answer) = found(&state) {
@@ -93,7 +97,9 @@ impl Observations {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Where a port reader delivers: swapped to a fresh [`Observations`] at each scenario start,

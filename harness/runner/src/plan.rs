@@ -31,11 +31,7 @@ struct StepFile {
 /// Flattens a scenario's steps; errors name the file, line and column.
 pub fn expand(loaded: &LoadedScenario) -> Result<Vec<PlannedStep>, LoadError> {
     let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-    let lib = loaded
-        .path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("lib");
+    let lib = loaded.path.parent().unwrap_or(Path::new(".")).join("lib");
     let mut out = Vec::new();
     expand_into(
         &loaded.path,
@@ -84,8 +80,7 @@ fn expand_into(
         let included = std::fs::read_to_string(&file)
             .map_err(|e| at_include(format!("cannot read included {}: {e}", file.display())))?;
         let parsed: StepFile = toml::from_str(&included).map_err(|e| {
-            let (line, column) =
-                scenario::line_column(&included, e.span().map_or(0, |s| s.start));
+            let (line, column) = scenario::line_column(&included, e.span().map_or(0, |s| s.start));
             LoadError::Invalid {
                 path: file.clone(),
                 line,
@@ -134,7 +129,10 @@ mod tests {
             Ok("AT+MQTTCONN=0,\"h\",8883,1")
         );
         let error = substitute("${nope}", &vars).unwrap_err();
-        assert!(error.contains("${nope}") && error.contains("broker.port"), "{error}");
+        assert!(
+            error.contains("${nope}") && error.contains("broker.port"),
+            "{error}"
+        );
         assert!(substitute("${open", &vars).is_err());
     }
 }

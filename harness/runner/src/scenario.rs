@@ -307,7 +307,9 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
     }
     for step in &scenario.steps {
         match step.get_ref() {
-            Step::Provision(p) if !["atpki-pem", "atpki-der"].contains(&p.encoding.get_ref().as_str()) => {
+            Step::Provision(p)
+                if !["atpki-pem", "atpki-der"].contains(&p.encoding.get_ref().as_str()) =>
+            {
                 return Err(invalid(
                     path,
                     text,

@@ -14,7 +14,10 @@ pub enum SnapshotOutcome {
     Matched,
     /// No snapshot existed, or `--update-snapshots` replaced it.
     Written,
-    Changed { diff: Vec<String>, pending: PathBuf },
+    Changed {
+        diff: Vec<String>,
+        pending: PathBuf,
+    },
 }
 
 /// Replaces what differs from run to run: timestamps, heap figures, ports, MACs, clocks,

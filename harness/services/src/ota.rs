@@ -197,7 +197,11 @@ impl OtaService {
 
     /// `https://<host>:<port>/variants/<variant>.bin`.
     pub fn url(&self, host: &str, variant: Variant) -> String {
-        format!("https://{host}:{}/variants/{}.bin", self.addr.port(), variant.name())
+        format!(
+            "https://{host}:{}/variants/{}.bin",
+            self.addr.port(),
+            variant.name()
+        )
     }
 }
 
@@ -245,7 +249,10 @@ async fn serve(mut stream: TcpStream, served: &[(Variant, Vec<u8>)]) -> Option<H
         .and_then(|rest| rest.strip_suffix(".bin"))
         .and_then(Variant::from_name);
     let status_only = |status: u16, extra: &str| {
-        format!("HTTP/1.1 {status} {}\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n", reason(status))
+        format!(
+            "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n",
+            reason(status)
+        )
     };
     let body = variant.and_then(|v| served.iter().find(|(s, _)| *s == v).map(|(_, b)| b));
     match (variant, body) {

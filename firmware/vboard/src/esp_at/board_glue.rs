@@ -10,7 +10,9 @@ use esp_formats::otadata::{self, OtaState};
 use esp_formats::partition::{Partition, PartitionTable, TYPE_AT_CUSTOM};
 
 use super::console::{Console, Output};
-use super::engine::{AtEngine, BoardAction, FirmwareInfo, Module, MqttConnect, MqttMessage, mqtt_error};
+use super::engine::{
+    AtEngine, BoardAction, FirmwareInfo, Module, MqttConnect, MqttMessage, mqtt_error,
+};
 use super::mqtt_client::{MqttClient, SessionEnv};
 use super::parse::AtError;
 use super::sntp_client::SntpClient;
@@ -50,7 +52,10 @@ fn user_partitions(ctx: &AppContext) -> Vec<Partition> {
         .partitions
         .iter()
         .find(|p| p.kind == TYPE_AT_CUSTOM && p.label == "at_customize")
-        .and_then(|p| ctx.flash_read(u64::from(p.offset), SECONDARY_TABLE_LEN).ok())
+        .and_then(|p| {
+            ctx.flash_read(u64::from(p.offset), SECONDARY_TABLE_LEN)
+                .ok()
+        })
         .and_then(|bytes| PartitionTable::parse(&bytes).ok());
     let table = secondary.as_ref().unwrap_or(&ctx.table);
     table
@@ -76,24 +81,37 @@ struct BoardModule<'a> {
 
 impl BoardModule<'_> {
     fn partition_bytes(&self, label: &str) -> Option<Vec<u8>> {
-        let p = user_partitions(self.ctx).into_iter().find(|p| p.label == label)?;
-        self.ctx.flash_read(u64::from(p.offset), p.size as usize).ok()
+        let p = user_partitions(self.ctx)
+            .into_iter()
+            .find(|p| p.label == label)?;
+        self.ctx
+            .flash_read(u64::from(p.offset), p.size as usize)
+            .ok()
     }
 
     /// Reads the MQTT credentials the scheme needs, exactly when connecting (as the firmware).
-    fn mqtt_credentials(&self, request: &MqttConnect, out: &mut Vec<u8>) -> Result<tls::Credentials, AtError> {
+    fn mqtt_credentials(
+        &self,
+        request: &MqttConnect,
+        out: &mut Vec<u8>,
+    ) -> Result<tls::Credentials, AtError> {
         let user = &request.user;
-        let ca = user.verifies_server().then(|| self.partition_bytes("mqtt_ca").unwrap_or_default());
+        let ca = user
+            .verifies_server()
+            .then(|| self.partition_bytes("mqtt_ca").unwrap_or_default());
         let cert = self.partition_bytes("mqtt_cert").unwrap_or_default();
         let key = self.partition_bytes("mqtt_key").unwrap_or_default();
-        let client = user.presents_client_cert().then_some((cert.as_slice(), key.as_slice()));
+        let client = user
+            .presents_client_cert()
+            .then_some((cert.as_slice(), key.as_slice()));
         tls::credentials(ca.as_deref(), client).map_err(|e| {
             match &e {
                 CredentialError::Missing { at_line } => {
                     out.extend_from_slice(format!("{at_line}\r\n").as_bytes());
                 }
                 CredentialError::Unparsable { .. } => {
-                    self.ctx.log(LogLevel::Error, "esp-tls-mbedtls", &e.to_string());
+                    self.ctx
+                        .log(LogLevel::Error, "esp-tls-mbedtls", &e.to_string());
                 }
             }
             AtError::ExecFailed(mqtt_error::TLS_CONFIG_ERROR)
@@ -216,7 +234,11 @@ fn confirm_running_app(ctx: &AppContext) {
         entry.state = OtaState::Valid;
         let at = u64::from(ota.offset) + (index * otadata::SECTOR) as u64;
         if ctx.flash_write(at, &entry.to_bytes()).is_ok() {
-            ctx.log(LogLevel::Info, "at", "OTA image confirmed: rollback cancelled");
+            ctx.log(
+                LogLevel::Info,
+                "at",
+                "OTA image confirmed: rollback cancelled",
+            );
         }
     }
 }
@@ -257,7 +279,13 @@ impl Personality for EspAt {
                     .map(|ap| (ap.ssid, ap.password))
                     .collect(),
             );
-            let reply = engine.feed(received, &mut BoardModule { ctx: &ctx, net: &mut net });
+            let reply = engine.feed(
+                received,
+                &mut BoardModule {
+                    ctx: &ctx,
+                    net: &mut net,
+                },
+            );
             if ctx.at_write(&reply).is_err() {
                 return;
             }

@@ -65,7 +65,10 @@ pub trait Module {
 /// A command waiting for the raw bytes announced by its `>` prompt.
 #[derive(Debug)]
 enum PendingData {
-    SysflashWrite { partition: Partition, offset: u32 },
+    SysflashWrite {
+        partition: Partition,
+        offset: u32,
+    },
     MqttLong(network::LongField),
     MqttPublishRaw(MqttMessage),
     /// `AT+USEROTA`: the data is the URL.

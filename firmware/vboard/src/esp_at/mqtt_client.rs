@@ -5,16 +5,16 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
-    ConnectReturnCode, Connect, LastWill, Login, Packet, PubAck, Publish, Subscribe, Unsubscribe,
+    Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, Publish, Subscribe, Unsubscribe,
 };
 use rustls::pki_types::ServerName;
 
@@ -62,10 +62,7 @@ pub type FirstAttempt = Result<(), ()>;
 
 impl MqttClient {
     /// Starts the session thread; the returned receiver yields the first attempt's result.
-    pub fn start(
-        request: MqttConnect,
-        env: SessionEnv,
-    ) -> (MqttClient, Receiver<FirstAttempt>) {
+    pub fn start(request: MqttConnect, env: SessionEnv) -> (MqttClient, Receiver<FirstAttempt>) {
         let (commands, command_rx) = channel();
         let (first_tx, first_rx) = channel();
         let connected = Arc::new(AtomicBool::new(false));
@@ -168,7 +165,11 @@ impl Task {
                     .store(u32::try_from(gap).unwrap_or(u32::MAX), Ordering::SeqCst);
             }
             last_attempt = Some(Instant::now());
-            self.env.shared.net_stats.connect_attempts.fetch_add(1, Ordering::SeqCst);
+            self.env
+                .shared
+                .net_stats
+                .connect_attempts
+                .fetch_add(1, Ordering::SeqCst);
             let ended = self.session(&mut first);
             match ended {
                 Ended::Stopped | Ended::Crashed => return,
@@ -213,7 +214,11 @@ impl Task {
             Ok(wire) => wire,
             Err(()) => return Ended::Failed,
         };
-        self.env.shared.net_stats.connects.fetch_add(1, Ordering::SeqCst);
+        self.env
+            .shared
+            .net_stats
+            .connects
+            .fetch_add(1, Ordering::SeqCst);
         if let Some(bytes) = self.leak() {
             // The defect: part of every session is never given back.
             let _ = self.env.shared.alloc(bytes);
@@ -266,10 +271,18 @@ impl Task {
             self.log(
                 LogLevel::Error,
                 "at",
-                &format!("alloc failed, size:{}, caps:0x{:x}", e.wanted, costs::DEFAULT_CAPS),
+                &format!(
+                    "alloc failed, size:{}, caps:0x{:x}",
+                    e.wanted,
+                    costs::DEFAULT_CAPS
+                ),
             );
             if tls {
-                self.log(LogLevel::Error, "esp-tls-mbedtls", "mbedtls_ssl_setup returned -0x7F00");
+                self.log(
+                    LogLevel::Error,
+                    "esp-tls-mbedtls",
+                    "mbedtls_ssl_setup returned -0x7F00",
+                );
             }
             self.transport_failed();
             return Err(());
@@ -282,7 +295,11 @@ impl Task {
     }
 
     fn transport_failed(&self) {
-        self.log(LogLevel::Error, "transport_base", "Failed to open a new connection");
+        self.log(
+            LogLevel::Error,
+            "transport_base",
+            "Failed to open a new connection",
+        );
         self.log(LogLevel::Error, "mqtt_client", "Error transport connect");
     }
 
@@ -327,7 +344,9 @@ impl Task {
         let server_name = match ServerName::try_from(name) {
             Ok(name) => name,
             Err(_) => {
-                fail(HandshakeError::Tls(rustls::Error::General("bad host name".into())));
+                fail(HandshakeError::Tls(rustls::Error::General(
+                    "bad host name".into(),
+                )));
                 return Err(());
             }
         };
@@ -374,9 +393,10 @@ impl Task {
         if !r.user.username.is_empty() {
             connect.login = Some(Login::new(r.user.username.clone(), r.user.password.clone()));
         }
-        connect.last_will = r.last_will.as_ref().map(|w| {
-            LastWill::new(w.topic.clone(), w.message.clone(), qos(w.qos), w.retain)
-        });
+        connect.last_will = r
+            .last_will
+            .as_ref()
+            .map(|w| LastWill::new(w.topic.clone(), w.message.clone(), qos(w.qos), w.retain));
         if wire.send(&Packet::Connect(connect)).is_err() {
             self.log(LogLevel::Error, "mqtt_client", "Writing failed: errno=104");
             return Err(());
@@ -396,7 +416,11 @@ impl Task {
                         ConnectReturnCode::BadClientId => "identifier rejected",
                         _ => "bad protocol",
                     };
-                    self.log(LogLevel::Warn, "mqtt_client", &format!("Connection refused, {why}"));
+                    self.log(
+                        LogLevel::Warn,
+                        "mqtt_client",
+                        &format!("Connection refused, {why}"),
+                    );
                     return Err(());
                 }
                 Ok(Some(_)) => continue,
@@ -508,7 +532,11 @@ impl Task {
                 Packet::PingResp => ping_sent = None,
                 Packet::Publish(p) => {
                     if p.payload.len() > LARGE_RECORD
-                        && self.env.shared.has_defect(|d| *d == Defect::CrashOnLargeRecord).is_some()
+                        && self
+                            .env
+                            .shared
+                            .has_defect(|d| *d == Defect::CrashOnLargeRecord)
+                            .is_some()
                     {
                         self.env.console.panic(crash_dump());
                         return Ended::Crashed;
@@ -516,8 +544,8 @@ impl Task {
                     if p.qos == QoS::AtLeastOnce {
                         let _ = wire.send(&Packet::PubAck(PubAck::new(p.pkid)));
                     }
-                    let mut line = format!("+MQTTSUBRECV:0,\"{}\",{},", p.topic, p.payload.len())
-                        .into_bytes();
+                    let mut line =
+                        format!("+MQTTSUBRECV:0,\"{}\",{},", p.topic, p.payload.len()).into_bytes();
                     line.extend_from_slice(&p.payload);
                     line.extend_from_slice(b"\r\n");
                     self.env.console.at(line);
@@ -581,7 +609,9 @@ struct Wire {
 
 impl Wire {
     fn new(transport: Transport) -> Wire {
-        let _ = transport.tcp().set_read_timeout(Some(Duration::from_millis(20)));
+        let _ = transport
+            .tcp()
+            .set_read_timeout(Some(Duration::from_millis(20)));
         Wire {
             transport,
             buffer: BytesMut::with_capacity(4096),

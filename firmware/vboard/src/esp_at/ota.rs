@@ -55,9 +55,16 @@ fn parse_url(url: &str) -> Option<Url> {
     }
     Some(Url {
         tls,
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port,
-        path: if path.is_empty() { "/".into() } else { path.into() },
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
     })
 }
 
@@ -74,14 +81,22 @@ struct Response {
 pub fn user_ota(ctx: &AppContext, url: &str) -> Result<(), OtaFailed> {
     let log = |level, tag: &str, message: &str| ctx.log(level, tag, message);
     let Some(passive) = passive_slot(ctx) else {
-        log(LogLevel::Error, "esp_https_ota", "Passive OTA partition not found");
+        log(
+            LogLevel::Error,
+            "esp_https_ota",
+            "Passive OTA partition not found",
+        );
         return Err(OtaFailed);
     };
     if let Err(e) = ctx.shared.alloc(costs::OTA_BUFFERS) {
         log(
             LogLevel::Error,
             "at",
-            &format!("alloc failed, size:{}, caps:0x{:x}", e.wanted, costs::DEFAULT_CAPS),
+            &format!(
+                "alloc failed, size:{}, caps:0x{:x}",
+                e.wanted,
+                costs::DEFAULT_CAPS
+            ),
         );
         return Err(OtaFailed);
     }
@@ -97,7 +112,11 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
     let mut response = None;
     for _ in 0..=REDIRECT_LIMIT {
         let Some(parsed) = parse_url(&url) else {
-            log(LogLevel::Error, "HTTP_CLIENT", &format!("Error parse url {url}"));
+            log(
+                LogLevel::Error,
+                "HTTP_CLIENT",
+                &format!("Error parse url {url}"),
+            );
             return Err(OtaFailed);
         };
         let r = request(ctx, &parsed)?;
@@ -127,11 +146,19 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
             return Err(OtaFailed);
         }
         s @ 400..=499 => {
-            log(LogLevel::Error, "esp_https_ota", &format!("Client error ({s})"));
+            log(
+                LogLevel::Error,
+                "esp_https_ota",
+                &format!("Client error ({s})"),
+            );
             return Err(OtaFailed);
         }
         s => {
-            log(LogLevel::Error, "esp_https_ota", &format!("Server error ({s})"));
+            log(
+                LogLevel::Error,
+                "esp_https_ota",
+                &format!("Server error ({s})"),
+            );
             return Err(OtaFailed);
         }
     }
@@ -139,10 +166,16 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
     log(
         LogLevel::Info,
         "esp_https_ota",
-        &format!("Writing to <{}> partition at offset 0x{:x}", passive.label, passive.offset),
+        &format!(
+            "Writing to <{}> partition at offset 0x{:x}",
+            passive.label, passive.offset
+        ),
     );
     let expected = response.content_length;
-    let accept_any = ctx.shared.has_defect(|d| *d == Defect::AcceptAnyOtaImage).is_some();
+    let accept_any = ctx
+        .shared
+        .has_defect(|d| *d == Defect::AcceptAnyOtaImage)
+        .is_some();
     let mut image = std::mem::take(&mut response.body_start);
     let mut checked = false;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -161,7 +194,11 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
             break;
         }
         if Instant::now() > deadline {
-            log(LogLevel::Error, "esp_https_ota", "Download did not finish in 300 s");
+            log(
+                LogLevel::Error,
+                "esp_https_ota",
+                "Download did not finish in 300 s",
+            );
             return Err(OtaFailed);
         }
         match response.transport.read(&mut buf) {
@@ -196,10 +233,16 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
                 passive.size
             ),
         );
-        log(LogLevel::Error, "esp_ota_ops", "New image failed verification");
+        log(
+            LogLevel::Error,
+            "esp_ota_ops",
+            "New image failed verification",
+        );
         return Err(OtaFailed);
     }
-    if ctx.flash_erase(u64::from(passive.offset), passive.size as usize).is_err()
+    if ctx
+        .flash_erase(u64::from(passive.offset), passive.size as usize)
+        .is_err()
         || ctx.flash_write(u64::from(passive.offset), &image).is_err()
     {
         log(LogLevel::Error, "esp_ota_ops", "esp_ota_write failed");
@@ -207,8 +250,16 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
     }
     if !accept_any && let Err(e) = image::parse_for_chip(&image, ctx.chip) {
         log(LogLevel::Error, "esp_image", &e.to_string());
-        log(LogLevel::Error, "esp_ota_ops", "New image failed verification");
-        log(LogLevel::Error, "esp_https_ota", "esp_https_ota_finish failed: ESP_ERR_OTA_VALIDATE_FAILED (0x1503)");
+        log(
+            LogLevel::Error,
+            "esp_ota_ops",
+            "New image failed verification",
+        );
+        log(
+            LogLevel::Error,
+            "esp_https_ota",
+            "esp_https_ota_finish failed: ESP_ERR_OTA_VALIDATE_FAILED (0x1503)",
+        );
         return Err(OtaFailed);
     }
     Ok(image.len())
@@ -225,7 +276,9 @@ fn check_header(ctx: &AppContext, head: &[u8]) -> Result<(), OtaFailed> {
         );
         return Err(OtaFailed);
     }
-    let found = head.get(12..14).map_or(0xFFFF, |b| u16::from_le_bytes([b[0], b[1]]));
+    let found = head
+        .get(12..14)
+        .map_or(0xFFFF, |b| u16::from_le_bytes([b[0], b[1]]));
     let expected = ctx.chip.id();
     if found != expected {
         ctx.log(
@@ -233,7 +286,11 @@ fn check_header(ctx: &AppContext, head: &[u8]) -> Result<(), OtaFailed> {
             "boot_comm",
             &format!("mismatch chip ID, expected {expected}, found {found}"),
         );
-        ctx.log(LogLevel::Error, "esp_https_ota", "esp_https_ota_perform failed: ESP_ERR_INVALID_VERSION");
+        ctx.log(
+            LogLevel::Error,
+            "esp_https_ota",
+            "esp_https_ota_perform failed: ESP_ERR_INVALID_VERSION",
+        );
         return Err(OtaFailed);
     }
     Ok(())
@@ -253,14 +310,20 @@ fn finish(ctx: &AppContext, passive: &Partition, written: usize) -> Result<(), O
     let bytes = ctx
         .flash_read(u64::from(ota.offset), 2 * otadata::SECTOR)
         .map_err(|_| OtaFailed)?;
-    let state = if ctx.shared.has_defect(|d| *d == Defect::NoRollback).is_some() {
+    let state = if ctx
+        .shared
+        .has_defect(|d| *d == Defect::NoRollback)
+        .is_some()
+    {
         OtaState::Valid
     } else {
         OtaState::New
     };
     let (index, entry) = otadata::next_entry(&otadata::read(&bytes), slot, slots.len(), state);
     let at = u64::from(ota.offset) + (index * otadata::SECTOR) as u64;
-    if ctx.flash_erase(at, otadata::SECTOR).is_err() || ctx.flash_write(at, &entry.to_bytes()).is_err() {
+    if ctx.flash_erase(at, otadata::SECTOR).is_err()
+        || ctx.flash_write(at, &entry.to_bytes()).is_err()
+    {
         ctx.log(LogLevel::Error, "esp_ota_ops", "otadata write failed");
         return Err(OtaFailed);
     }
@@ -293,9 +356,14 @@ fn request(ctx: &AppContext, url: &Url) -> Result<Response, OtaFailed> {
         ctx.log(
             LogLevel::Error,
             "esp-tls",
-            &format!("couldn't get hostname for :{}: getaddrinfo() returns 202, addrinfo=0x0", url.host),
+            &format!(
+                "couldn't get hostname for :{}: getaddrinfo() returns 202, addrinfo=0x0",
+                url.host
+            ),
         );
-        return Err(fail("Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into()));
+        return Err(fail(
+            "Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into(),
+        ));
     };
     let tcp = TcpStream::connect_timeout(&addr, NETWORK_TIMEOUT)
         .map_err(|e| fail(format!("Failed to open HTTP connection: {e}")))?;

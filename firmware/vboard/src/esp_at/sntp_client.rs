@@ -64,7 +64,11 @@ fn sync(servers: &[String], shared: &Shared, console: &Console, stop: &AtomicBoo
             }
             if let Some(now) = ask(server, shared) {
                 shared.set_clock(now);
-                console.log(LogLevel::Info, "sntp", "Time is synchronized from SNTP server");
+                console.log(
+                    LogLevel::Info,
+                    "sntp",
+                    "Time is synchronized from SNTP server",
+                );
                 console.at(b"+TIME_UPDATED\r\n".to_vec());
                 return;
             }
@@ -82,7 +86,11 @@ fn sync(servers: &[String], shared: &Shared, console: &Console, stop: &AtomicBoo
 /// One request/answer exchange; `None` on no or a malformed answer.
 fn ask(server: &str, shared: &Shared) -> Option<SystemTime> {
     let addr = shared.network().resolve(server, NTP_PORT)?;
-    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let socket = UdpSocket::bind(bind).ok()?;
     socket.set_read_timeout(Some(ANSWER_TIMEOUT)).ok()?;
     let mut request = [0u8; 48];
@@ -94,8 +102,12 @@ fn ask(server: &str, shared: &Shared) -> Option<SystemTime> {
     if n < 48 || from != addr || answer[0] & 0x07 != 4 {
         return None;
     }
-    let seconds = u64::from(u32::from_be_bytes([answer[40], answer[41], answer[42], answer[43]]));
-    let fraction = u64::from(u32::from_be_bytes([answer[44], answer[45], answer[46], answer[47]]));
+    let seconds = u64::from(u32::from_be_bytes([
+        answer[40], answer[41], answer[42], answer[43],
+    ]));
+    let fraction = u64::from(u32::from_be_bytes([
+        answer[44], answer[45], answer[46], answer[47],
+    ]));
     let unix = seconds.checked_sub(NTP_UNIX_OFFSET)?;
     let nanos = (fraction * 1_000_000_000) >> 32;
     Some(UNIX_EPOCH + Duration::from_secs(unix) + Duration::from_nanos(nanos))

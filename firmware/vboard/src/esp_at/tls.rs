@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esp_formats::atpki::{self, ItemType};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+};
 
 use crate::personality::{Defect, Shared};
 
@@ -91,7 +93,10 @@ pub fn credentials(
     Ok(Credentials { ca, client })
 }
 
-fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+fn certificates(
+    pem: &[u8],
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
     let unparsable = CredentialError::Unparsable {
         what,
         code: PEM_NO_HEADER_FOOTER_PRESENT,
@@ -216,9 +221,10 @@ pub fn client_config(
         for ca in &credentials.ca {
             roots.add(ca.clone())?;
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         Some(verifier)
     } else {
         None
@@ -231,10 +237,11 @@ pub fn client_config(
     // TLS 1.2 only: ESP-IDF's mbedTLS ships with TLS 1.3 off (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3
     // defaults to n), and it decides when a refused client certificate is noticed (during the
     // handshake in 1.2, only at the first read in 1.3).
-    let builder = ClientConfig::builder_with_details(provider, Arc::new(BoardClock(shared.clone())))
-        .with_protocol_versions(&[&rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+    let builder =
+        ClientConfig::builder_with_details(provider, Arc::new(BoardClock(shared.clone())))
+            .with_protocol_versions(&[&rustls::version::TLS12])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match &credentials.client {
         Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
         None => builder.with_no_client_auth(),
@@ -265,8 +272,14 @@ pub struct MbedFailure {
 const VERIFY_FLAG_TEXT: &[(u32, &str)] = &[
     (0x01, "The certificate validity has expired"),
     (0x02, "The certificate has been revoked (is on a CRL)"),
-    (0x04, "The certificate Common Name (CN) does not match with the expected CN"),
-    (0x08, "The certificate is not correctly signed by the trusted CA"),
+    (
+        0x04,
+        "The certificate Common Name (CN) does not match with the expected CN",
+    ),
+    (
+        0x08,
+        "The certificate is not correctly signed by the trusted CA",
+    ),
     (0x100, "Other reason (can be used by verify callback)"),
     (0x200, "The certificate validity starts in the future"),
 ];
@@ -285,7 +298,9 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
         HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => verify(match e {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
             CertificateError::Revoked => 0x02,
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => 0x04,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                0x04
+            }
             CertificateError::UnknownIssuer | CertificateError::BadSignature => 0x08,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => 0x200,
             _ => 0x100,
@@ -312,12 +327,20 @@ impl MbedFailure {
             format!("mbedtls_ssl_handshake returned -0x{:04X}", self.code),
         )];
         if self.code == X509_CERT_VERIFY_FAILED {
-            lines.push(('I', "esp-tls-mbedtls", "Failed to verify peer certificate!".into()));
+            lines.push((
+                'I',
+                "esp-tls-mbedtls",
+                "Failed to verify peer certificate!".into(),
+            ));
             // The virtual ESP-AT build logs esp-tls at DEBUG, so the reason is visible (real
             // builds print it only when configured so; IDF 4.2/4.3 printed it at INFO).
             for (flag, text) in VERIFY_FLAG_TEXT {
                 if self.flags & flag != 0 {
-                    lines.push(('D', "esp-tls-mbedtls", format!("verification info:   ! {text}")));
+                    lines.push((
+                        'D',
+                        "esp-tls-mbedtls",
+                        format!("verification info:   ! {text}"),
+                    ));
                 }
             }
         }
@@ -381,7 +404,11 @@ pub fn handshake(
         }
         match conn.complete_io(&mut tcp) {
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => {
                 let tls = e
                     .get_ref()
@@ -397,5 +424,7 @@ pub fn handshake(
             }
         }
     }
-    Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+    Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(
+        conn, tcp,
+    ))))
 }

@@ -112,7 +112,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Ctrl-C sets the flag; the executor finishes its step, skips the rest, and reports.
 fn watch_ctrl_c(flag: Arc<AtomicBool>) {
     std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {

@@ -167,9 +167,15 @@ impl AtEngine {
     ) -> Option<Result<(), AtError>> {
         let result = match (name, kind) {
             ("+MQTTUSERCFG", CommandKind::Set(p)) => self.mqtt_user_config(p),
-            ("+MQTTLONGCLIENTID", CommandKind::Set(p)) => self.long_field(p, LongField::ClientId, out),
-            ("+MQTTLONGUSERNAME", CommandKind::Set(p)) => self.long_field(p, LongField::Username, out),
-            ("+MQTTLONGPASSWORD", CommandKind::Set(p)) => self.long_field(p, LongField::Password, out),
+            ("+MQTTLONGCLIENTID", CommandKind::Set(p)) => {
+                self.long_field(p, LongField::ClientId, out)
+            }
+            ("+MQTTLONGUSERNAME", CommandKind::Set(p)) => {
+                self.long_field(p, LongField::Username, out)
+            }
+            ("+MQTTLONGPASSWORD", CommandKind::Set(p)) => {
+                self.long_field(p, LongField::Password, out)
+            }
             ("+MQTTCONNCFG", CommandKind::Set(p)) => self.mqtt_conn_config(p),
             ("+MQTTSNI", CommandKind::Set(p)) => link_zero(p).and_then(|()| {
                 self.mqtt.sni = Some(text(p, 1)?);
@@ -250,7 +256,12 @@ impl AtEngine {
         Ok(())
     }
 
-    fn long_field(&mut self, p: &[Param], field: LongField, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn long_field(
+        &mut self,
+        p: &[Param],
+        field: LongField,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         link_zero(p)?;
         if self.mqtt.user.is_none() {
             return Err(AtError::ExecFailed(mqtt_error::NO_CONFIGURED));
@@ -260,7 +271,11 @@ impl AtEngine {
         Ok(())
     }
 
-    pub(super) fn complete_long_field(&mut self, field: LongField, data: &[u8]) -> Result<(), AtError> {
+    pub(super) fn complete_long_field(
+        &mut self,
+        field: LongField,
+        data: &[u8],
+    ) -> Result<(), AtError> {
         let value = String::from_utf8_lossy(data).into_owned();
         let user = self
             .mqtt
@@ -295,7 +310,12 @@ impl AtEngine {
         Ok(())
     }
 
-    fn mqtt_connect(&mut self, p: &[Param], module: &mut dyn Module, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn mqtt_connect(
+        &mut self,
+        p: &[Param],
+        module: &mut dyn Module,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         link_zero(p)?;
         let host = text(p, 1)?;
         let port = int_in(p, 2, 0, 65535)? as u16;
@@ -336,7 +356,11 @@ impl AtEngine {
         match (&self.mqtt.user, &self.mqtt.target) {
             (None, _) => 0,
             (Some(_), Some(_)) if module.mqtt_connected() => {
-                if self.mqtt.subscriptions.is_empty() { 5 } else { 6 }
+                if self.mqtt.subscriptions.is_empty() {
+                    5
+                } else {
+                    6
+                }
             }
             (Some(_), Some(_)) => 3,
             (Some(_), None) if self.mqtt.conn_configured => 2,
@@ -362,7 +386,12 @@ impl AtEngine {
         }
     }
 
-    fn mqtt_subscribe(&mut self, p: &[Param], module: &mut dyn Module, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn mqtt_subscribe(
+        &mut self,
+        p: &[Param],
+        module: &mut dyn Module,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         link_zero(p)?;
         let topic = topic(p, 1)?;
         let qos = int_in(p, 2, 0, 2)? as u8;
@@ -378,10 +407,20 @@ impl AtEngine {
         Ok(())
     }
 
-    fn mqtt_unsubscribe(&mut self, p: &[Param], module: &mut dyn Module, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn mqtt_unsubscribe(
+        &mut self,
+        p: &[Param],
+        module: &mut dyn Module,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         link_zero(p)?;
         let topic = topic(p, 1)?;
-        let Some(index) = self.mqtt.subscriptions.iter().position(|(t, _)| *t == topic) else {
+        let Some(index) = self
+            .mqtt
+            .subscriptions
+            .iter()
+            .position(|(t, _)| *t == topic)
+        else {
             out.extend_from_slice(b"NO UNSUBSCRIBE\r\n");
             return Ok(());
         };
@@ -401,7 +440,12 @@ impl AtEngine {
         module.mqtt_publish(&message)
     }
 
-    fn mqtt_publish_raw(&mut self, p: &[Param], module: &mut dyn Module, out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn mqtt_publish_raw(
+        &mut self,
+        p: &[Param],
+        module: &mut dyn Module,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AtError> {
         link_zero(p)?;
         let topic = topic(p, 1)?;
         let len = int_in(p, 2, 1, MAX_RAW_PUBLISH)?;

@@ -1,0 +1,127 @@
+//! `sparring run` end to end: the repository's scenarios against the virtual ESP32-C3 pass and
+//! write the three reports; every defect switch makes the suite fail, naming what went wrong;
+//! a broken scenario file stops the run with file:line:column.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sparring(args: &[&str], report: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .current_dir(workspace())
+        .arg("run")
+        .args(args)
+        .arg("--report")
+        .arg(report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn results(report: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(report.join("report.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["format_version"], 1);
+    json["run"]["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_suite_passes_on_the_virtual_board_and_writes_three_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = sparring(&[], dir.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("20 pass"), "{stderr}");
+    let results = results(dir.path());
+    assert_eq!(results.len(), 20);
+    assert!(
+        results.iter().all(|r| r["verdict"] == "pass"),
+        "{results:?}"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 20, "{junit}");
+    assert!(
+        junit.contains("<testsuite name=\"virtual:esp32c3\""),
+        "{junit}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("sparring qualification report") && html.contains("tls-expired"));
+    // Raw serial logs of both ports are kept per scenario.
+    let logs = dir.path().join("logs/virtual_esp32c3");
+    let at_log = std::fs::read_to_string(logs.join("tls-valid.at.log")).unwrap();
+    assert!(
+        at_log.contains("+MQTTSUBRECV:0,\"sparring/cmd\",12,reboot-later"),
+        "{at_log}"
+    );
+}
+
+/// Each switch, a scenario it must make fail, and words the failure reason must contain.
+const DEFECTS: [(&str, &str, &str); 8] = [
+    ("skip-server-verify", "tls-self-signed", "-0x2700"),
+    ("skip-cn-check", "tls-wrong-host", "-0x2700"),
+    ("ignore-expiry", "tls-expired", "-0x2700"),
+    ("no-sntp-wait", "time-no-sntp", "TIME_UPDATED"),
+    ("leak-per-connect=4096", "heap-low-tls", "free-heap"),
+    ("crash-on-large-record", "tls-large-chain", "crashed"),
+    ("accept-any-ota-image", "ota-corrupt-image", "/^ERROR$/"),
+    ("no-rollback", "ota-valid", "rollback cancelled"),
+];
+
+#[test]
+fn every_defect_switch_makes_a_scenario_fail_naming_its_effect() {
+    let dirs: Vec<_> = DEFECTS
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    // The runs mostly wait on timeouts, not the CPU: four side by side (more would starve
+    // the virtual boards of the two CI cores).
+    let mut outputs: Vec<Output> = Vec::new();
+    for batch in DEFECTS.iter().zip(&dirs).collect::<Vec<_>>().chunks(4) {
+        let runs: Vec<Child> = batch
+            .iter()
+            .map(|((defect, _, _), dir)| sparring(&["--defect", defect], dir.path()))
+            .collect();
+        outputs.extend(runs.into_iter().map(|c| c.wait_with_output().unwrap()));
+    }
+    for (((defect, scenario, words), dir), output) in DEFECTS.iter().zip(&dirs).zip(outputs) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "--defect {defect}: {stderr}");
+        let results = results(dir.path());
+        let failed = results
+            .iter()
+            .find(|r| r["id"] == *scenario)
+            .unwrap_or_else(|| panic!("{scenario} missing"));
+        assert_eq!(failed["verdict"], "fail", "--defect {defect}: {failed}");
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(words),
+            "--defect {defect}: reason {reason:?} lacks {words:?}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_scenario_stops_the_run_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        "id = \"broken\"\ntitle = \"t\"\n[board]\npersonality = \"esp-at\"\n\n[[steps]]\nexpect = { port = \"at\", regex = '(', within_ms = 10 }\n",
+    )
+    .unwrap();
+    let output = sparring(&[file.to_str().unwrap()], &dir.path().join("report"))
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("broken.toml:7:33: expected a valid regular expression"),
+        "{stderr}"
+    );
+}
