@@ -107,7 +107,7 @@ fn a_send_step_needs_one_payload_and_valid_hex() {
     let (line, _, message) = error_location(&text);
     assert_eq!(line, 8, "{message}");
     assert!(
-        message.contains("exactly one of `line` or `hex`"),
+        message.contains("exactly one of `line`, `hex` or `data`"),
         "{message}"
     );
 }
