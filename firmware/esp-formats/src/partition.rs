@@ -277,8 +277,23 @@ impl fmt::Display for PartitionTable {
     }
 }
 
-/// ESP-AT v2.x–v3.0 flash layout: the main table, and the secondary `at_customize` table
-/// listing the user partitions that hold PKI bins (`AT+SYSFLASH`).
+/// Where an ESP-AT build keeps its certificates (esp-facts §4.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtStorage {
+    /// v2.x–v3.0.0.0: one user partition per PKI bin (`mqtt_ca`, `client_cert`, ...), written
+    /// with `AT+SYSFLASH`.
+    #[default]
+    PkiPartitions,
+    /// v3.1 and later: one manufacturing NVS partition (`mfg_nvs`), one namespace per
+    /// certificate kind, written with `AT+SYSMFG`.
+    MfgNvs,
+}
+
+/// The label of the v3.1+ manufacturing NVS partition.
+pub const MFG_NVS: &str = "mfg_nvs";
+
+/// An ESP-AT flash layout: the main table, and the secondary `at_customize` table listing the
+/// user partitions (`AT+SYSFLASH`), which hold either PKI bins or the `mfg_nvs` partition.
 #[derive(Debug, Clone)]
 pub struct EspAtLayout {
     pub main: PartitionTable,
@@ -287,7 +302,7 @@ pub struct EspAtLayout {
 }
 
 /// The ESP-AT layout of esp-at's `module_*_default` configurations (see the facts sheet §4.2).
-pub fn esp_at_layout(chip: Chip) -> EspAtLayout {
+pub fn esp_at_layout(chip: Chip, storage: AtStorage) -> EspAtLayout {
     let p = Partition::new;
     let c3_like = !matches!(chip, Chip::Esp32 | Chip::Esp32S2);
     let main = if c3_like {
@@ -309,6 +324,29 @@ pub fn esp_at_layout(chip: Chip) -> EspAtLayout {
             p("ota_1", TYPE_APP, SUBTYPE_OTA_0 + 1, 0x280000, 0x180000),
         ]
     };
+    let (fat_offset, fat_size) = if c3_like {
+        (0x47000, 0x19000)
+    } else {
+        (0x70000, 0x90000)
+    };
+    let fatfs = p("fatfs", TYPE_DATA, SUBTYPE_DATA_FAT, fat_offset, fat_size);
+    let main = PartitionTable { partitions: main };
+    if storage == AtStorage::MfgNvs {
+        let (mfg_offset, mfg_size) = if c3_like {
+            (0x1F000, 0x1F000)
+        } else {
+            (0x21000, 0x1C000)
+        };
+        return EspAtLayout {
+            main,
+            at_customize: PartitionTable {
+                partitions: vec![
+                    p(MFG_NVS, TYPE_DATA, SUBTYPE_DATA_NVS, mfg_offset, mfg_size),
+                    fatfs,
+                ],
+            },
+        };
+    }
     let user = [
         ("ble_data", 1),
         ("server_cert", 2),
@@ -341,20 +379,9 @@ pub fn esp_at_layout(chip: Chip) -> EspAtLayout {
         at_customize.push(p(label, TYPE_AT_CUSTOM, *subtype, offset, size));
         offset += size;
     }
-    let (fat_offset, fat_size) = if c3_like {
-        (0x47000, 0x19000)
-    } else {
-        (0x70000, 0x90000)
-    };
-    at_customize.push(p(
-        "fatfs",
-        TYPE_DATA,
-        SUBTYPE_DATA_FAT,
-        fat_offset,
-        fat_size,
-    ));
+    at_customize.push(fatfs);
     EspAtLayout {
-        main: PartitionTable { partitions: main },
+        main,
         at_customize: PartitionTable {
             partitions: at_customize,
         },
@@ -371,11 +398,11 @@ mod tests {
 
     #[test]
     fn esp_at_layouts_match_the_documented_offsets() {
-        let c3 = esp_at_layout(Chip::Esp32C3);
+        let c3 = esp_at_layout(Chip::Esp32C3, AtStorage::PkiPartitions);
         assert_eq!(c3.main.find("ota_1").unwrap().offset, 0x230000);
         assert_eq!(c3.at_customize.find("mqtt_cert").unwrap().offset, 0x38000);
         assert_eq!(c3.at_customize.find("mqtt_ca").unwrap().offset, 0x3C000);
-        let esp32 = esp_at_layout(Chip::Esp32);
+        let esp32 = esp_at_layout(Chip::Esp32, AtStorage::PkiPartitions);
         assert_eq!(
             esp32.at_customize.find("mqtt_cert").unwrap().offset,
             0x37000
@@ -389,11 +416,19 @@ mod tests {
             esp32.at_customize.find("wpa2_cert").unwrap().offset,
             0x31000
         );
+        let c3_mfg = esp_at_layout(Chip::Esp32C3, AtStorage::MfgNvs);
+        let mfg = c3_mfg.at_customize.find(MFG_NVS).unwrap();
+        assert_eq!((mfg.offset, mfg.size), (0x1F000, 0x1F000));
+        assert_eq!(c3_mfg.at_customize.find("fatfs").unwrap().offset, 0x47000);
+        let esp32_mfg = esp_at_layout(Chip::Esp32, AtStorage::MfgNvs);
+        let mfg = esp32_mfg.at_customize.find(MFG_NVS).unwrap();
+        assert_eq!((mfg.offset, mfg.size), (0x21000, 0x1C000));
+        assert!(c3_mfg.at_customize.validate().is_ok());
     }
 
     #[test]
     fn round_trips_and_checks_md5() {
-        let table = esp_at_layout(Chip::Esp32C3).main;
+        let table = esp_at_layout(Chip::Esp32C3, AtStorage::PkiPartitions).main;
         let bytes = table.to_bytes().unwrap();
         assert_eq!(bytes.len(), TABLE_MAX_LEN);
         assert_eq!(PartitionTable::parse(&bytes).unwrap(), table);
@@ -407,7 +442,7 @@ mod tests {
 
     #[test]
     fn listing_matches_the_bootloader_format() {
-        let table = esp_at_layout(Chip::Esp32C3).main;
+        let table = esp_at_layout(Chip::Esp32C3, AtStorage::PkiPartitions).main;
         assert_eq!(
             table.listing()[1],
             " 0 otadata          OTA data         01 00 0000d000 00002000"

@@ -43,7 +43,10 @@ impl XorShift {
 #[test]
 fn parsers_never_panic_on_mutated_input() {
     let app = image::build_app(&AppSpec::new(Chip::Esp32C3, "esp-at", "v1")).unwrap();
-    let table = esp_at_layout(Chip::Esp32).main.to_bytes().unwrap();
+    let table = esp_at_layout(Chip::Esp32, Default::default())
+        .main
+        .to_bytes()
+        .unwrap();
     let pki = atpki::build(&[
         (ItemType::Cert, vec![0x30; 100]),
         (ItemType::Key, vec![0x31; 33]),

@@ -21,7 +21,10 @@ fn flash_with_two_apps(dir: &std::path::Path) -> Flash {
     flash
         .write(
             u64::from(partition::TABLE_OFFSET),
-            &partition::esp_at_layout(chip).main.to_bytes().unwrap(),
+            &partition::esp_at_layout(chip, Default::default())
+                .main
+                .to_bytes()
+                .unwrap(),
         )
         .unwrap();
     flash

@@ -293,3 +293,46 @@ fn sntp_config_is_stored_and_time_prints_like_asctime() {
         "\r\nERROR\r\n"
     );
 }
+
+#[test]
+fn ssl_socket_configuration_and_refusals_without_a_connection() {
+    let mut at = engine();
+    let mut memory = flash();
+    assert_eq!(
+        text(at.feed(b"AT+CIPSSLCCONF?\r\n", &mut memory)),
+        "+CIPSSLCCONF:0,0,0\r\n\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CIPSSLCCONF=3,1,2\r\n", &mut memory)),
+        "\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CIPSSLCCONF?\r\n", &mut memory)),
+        "+CIPSSLCCONF:3,1,2\r\n\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CIPSSLCSNI=\"broker.sparring.test\"\r\n", &mut memory)),
+        "\r\nOK\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CIPSSLCSNI?\r\n", &mut memory)),
+        "+CIPSSLCSNI:\"broker.sparring.test\"\r\n\r\nOK\r\n"
+    );
+    for refused in [
+        "AT+CIPSSLCCONF=4",
+        "AT+CIPSTART=\"UDP\",\"host\",1",
+        "AT+CIPSTART=\"SSL\",\"host\",0",
+        // No Wi-Fi joined yet.
+        "AT+CIPSTART=\"SSL\",\"broker.sparring.test\",8883",
+        // Nothing to send on or close.
+        "AT+CIPSEND=10",
+        "AT+CIPCLOSE",
+        "AT+CIPSEND=0",
+    ] {
+        assert_eq!(
+            text(at.feed(format!("{refused}\r\n").as_bytes(), &mut memory)),
+            "\r\nERROR\r\n",
+            "{refused}"
+        );
+    }
+}

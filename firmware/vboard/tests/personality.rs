@@ -19,7 +19,7 @@ fn flashed_board(dir: &std::path::Path, project: &str, version: &str, download: 
     let path = dir.join("flash.bin");
     let mut flash = Flash::open(&path, 4 << 20).unwrap();
     flash.write(0, &image::build_bootloader(chip)).unwrap();
-    let layout = partition::esp_at_layout(chip).main;
+    let layout = partition::esp_at_layout(chip, Default::default()).main;
     flash
         .write(
             u64::from(partition::TABLE_OFFSET),

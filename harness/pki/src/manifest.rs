@@ -85,6 +85,14 @@ pub struct EspAtFiles {
     pub mqtt_ca: PathBuf,
     pub mqtt_cert: PathBuf,
     pub mqtt_key: PathBuf,
+    /// ESP-AT v3.1+ `mfg_nvs` image for the ESP32-C3/C6 layout (124 KiB): the certificate
+    /// namespaces only (`mqtt_*`, `client_*`), no factory parameters.
+    pub mfg_nvs: PathBuf,
+    /// The same for the ESP32/ESP32-S2 layout (112 KiB).
+    pub mfg_nvs_esp32: PathBuf,
+    /// Input for Espressif's `esp-idf-nvs-partition-gen` producing the same image (paths
+    /// relative to its directory): to merge into a module's own `mfg_nvs.csv`.
+    pub mfg_nvs_csv: PathBuf,
 }
 
 /// A generated PKI directory, loaded through its manifest.

@@ -4,7 +4,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use esp_formats::Chip;
 use esp_formats::atpki::{self, ItemType};
+use esp_formats::nvs;
+use esp_formats::partition::{self, AtStorage, MFG_NVS};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 use crate::PkiError;
@@ -67,7 +70,8 @@ impl Pki {
             let base = PathBuf::from(side).join(profile.name);
             let mut files = w.material(&base, material)?;
             if profile.side == Side::Device {
-                files.esp_at = Some(w.esp_at(&base, &root_pem, material)?);
+                let sources = (files.chain_pem.as_path(), files.key.pem.as_path());
+                files.esp_at = Some(w.esp_at(&base, &root_pem, material, sources)?);
             }
             let chain = material
                 .chain
@@ -157,18 +161,25 @@ impl Writer<'_> {
         })
     }
 
-    /// The three partitions an ESP-AT v2.x board reads at `AT+MQTTCONN` with scheme 5, in
-    /// PEM as the firmware's default build expects.
+    /// What an ESP-AT board needs to connect with this device identity: the three partitions a
+    /// v2.x board reads at `AT+MQTTCONN` with scheme 5 (AtPKI bins, PEM as the firmware's
+    /// default build expects), and for v3.1+ boards the `mfg_nvs` partition image with the same
+    /// PEM items as blobs in the `mqtt_*` and `client_*` namespaces, for both partition sizes,
+    /// plus the CSV Espressif's `esp-idf-nvs-partition-gen` builds the same image from.
     fn esp_at(
         &self,
         base: &Path,
         root_pem: &str,
         material: &Material,
+        (chain_pem, key_pem_path): (&Path, &Path),
     ) -> Result<EspAtFiles, PkiError> {
         let files = EspAtFiles {
             mqtt_ca: base.join("mqtt_ca.bin"),
             mqtt_cert: base.join("mqtt_cert.bin"),
             mqtt_key: base.join("mqtt_key.bin"),
+            mfg_nvs: base.join("mfg_nvs.bin"),
+            mfg_nvs_esp32: base.join("mfg_nvs.esp32.bin"),
+            mfg_nvs_csv: base.join("mfg_nvs.csv"),
         };
         let client_chain: String = material
             .chain
@@ -186,6 +197,57 @@ impl Writer<'_> {
             &bin(ItemType::Cert, client_chain.as_bytes())?,
         )?;
         self.private(&files.mqtt_key, &bin(ItemType::Key, key_pem.as_bytes())?)?;
+
+        // (namespace, key, content, file the CSV points at, relative to the CSV's directory)
+        let up = Path::new("../..");
+        let root_file = up.join("ca/root.pem");
+        let chain_file = up.join(chain_pem);
+        let key_file = up.join(key_pem_path);
+        let entries = [
+            ("mqtt_ca", "mqtt_ca", root_pem.as_bytes(), &root_file),
+            (
+                "mqtt_cert",
+                "mqtt_cert",
+                client_chain.as_bytes(),
+                &chain_file,
+            ),
+            ("mqtt_key", "mqtt_key", key_pem.as_bytes(), &key_file),
+            ("client_ca", "client_ca.0", root_pem.as_bytes(), &root_file),
+            (
+                "client_cert",
+                "client_cert.0",
+                client_chain.as_bytes(),
+                &chain_file,
+            ),
+            ("client_key", "client_key.0", key_pem.as_bytes(), &key_file),
+        ];
+        let items: Vec<nvs::Item> = entries
+            .iter()
+            .map(|(namespace, key, content, _)| nvs::Item {
+                namespace: (*namespace).to_owned(),
+                key: (*key).to_owned(),
+                value: nvs::Value::Blob(content.to_vec()),
+            })
+            .collect();
+        let mut csv = String::from("key,type,encoding,value\n");
+        for (namespace, key, _, file) in &entries {
+            csv.push_str(&format!("{namespace},namespace,,\n"));
+            csv.push_str(&format!("{key},file,binary,{}\n", file.display()));
+        }
+        self.public(&files.mfg_nvs_csv, csv.as_bytes())?;
+        for (path, chip) in [
+            (&files.mfg_nvs, Chip::Esp32C3),
+            (&files.mfg_nvs_esp32, Chip::Esp32),
+        ] {
+            let layout = partition::esp_at_layout(chip, AtStorage::MfgNvs);
+            let size = layout
+                .at_customize
+                .find(MFG_NVS)
+                .map_or(0, |p| p.size as usize);
+            let image = nvs::write(&items, size)
+                .map_err(|e| PkiError::Parse(format!("{}: {e}", path.display())))?;
+            self.private(path, &image)?;
+        }
         Ok(files)
     }
 

@@ -89,7 +89,8 @@ impl Environment {
             .ok_or_else(|| EnvironmentError::Variant(variant_name.to_owned()))?;
         let image = esp_formats::image::build_app(&AppSpec::new(chip, "esp-at", OTA_VERSION))
             .map_err(|e| EnvironmentError::Image(e.to_string()))?;
-        let slot_size = esp_formats::partition::esp_at_layout(chip)
+        // The app slots are the same in both storage layouts.
+        let slot_size = esp_formats::partition::esp_at_layout(chip, Default::default())
             .main
             .find("ota_1")
             .map_or(0x100000, |p| p.size);
@@ -128,6 +129,8 @@ impl Environment {
         set("device.profile", device.to_owned());
         set("device.cn", pki.manifest.device_id.clone());
         set("server.profile", profile.to_owned());
+        set("ota.host", OTA_HOST.to_owned());
+        set("ota.port", ota.addr.port().to_string());
         let url = ota.url(OTA_HOST, variant);
         set("ota.url_len", url.len().to_string());
         set("ota.url", url);

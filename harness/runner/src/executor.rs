@@ -26,7 +26,9 @@ use crate::environment::{self, Environment};
 use crate::events::{BoardIdentity, Facts, RunEvent, ScenarioResult, Verdict};
 use crate::observe::{Observations, Observed, PortReader, Sink};
 use crate::plan::{self, PlannedStep};
-use crate::scenario::{LoadedScenario, Port, Step};
+use crate::scenario::{
+    AtStorage, CredentialSet, Encoding, LoadedScenario, Port, ProvisionStep, Step,
+};
 use crate::snapshot::{self, SnapshotOutcome};
 
 /// The firmware scenarios flash unless they say otherwise.
@@ -454,9 +456,10 @@ impl ScenarioRun<'_> {
         match &planned.step {
             Step::Flash(f) => {
                 let chip = self.bench.board.chip();
-                let files =
-                    flash_set::esp_at(chip, &AppSpec::new(chip, FIRMWARE_PROJECT, &f.version))
-                        .map_err(|e| StepFailure::Error(e.to_string()))?;
+                let app = AppSpec::new(chip, FIRMWARE_PROJECT, &f.version);
+                let storage = self.loaded.scenario.board.at_storage.into();
+                let files = flash_set::esp_at(chip, &app, storage)
+                    .map_err(|e| StepFailure::Error(e.to_string()))?;
                 // The download-mode banner and the boot after flashing.
                 self.allowed_resets += 2;
                 // The flasher owns the log port while it works; the loader's traffic is not log.
@@ -581,7 +584,7 @@ impl ScenarioRun<'_> {
                 Ok(())
             }
             Step::Snapshot(s) => self.snapshot(s.port, &s.name),
-            Step::Provision(p) => self.provision(p.encoding.get_ref() == "atpki-der"),
+            Step::Provision(p) => self.provision(p),
             Step::Heap(h) => self
                 .bench
                 .board
@@ -655,9 +658,11 @@ impl ScenarioRun<'_> {
         ))
     }
 
-    /// Writes the device profile's credentials into `mqtt_ca`/`mqtt_cert`/`mqtt_key` with
-    /// `AT+SYSFLASH`, as a provisioning station does: erase, write with the data prompt.
-    fn provision(&mut self, der: bool) -> Result<(), StepFailure> {
+    /// Writes the device profile's CA, certificate chain and key into the board as a
+    /// provisioning station does: AtPKI bins into the `<set>_ca`/`_cert`/`_key` partitions
+    /// with `AT+SYSFLASH` (erase, then write through the data prompt), or blobs into the
+    /// `mfg_nvs` namespaces of the same names with `AT+SYSMFG`.
+    fn provision(&mut self, step: &ProvisionStep) -> Result<(), StepFailure> {
         let pki = self.context.pki;
         let profile_name = self
             .env
@@ -665,74 +670,85 @@ impl ScenarioRun<'_> {
             .get("device.profile")
             .cloned()
             .unwrap_or_default();
-        let pki_error = |e: sparring_pki::PkiError| StepFailure::Error(e.to_string());
-        let profile = pki.profile(&profile_name).map_err(pki_error)?;
-        let bins: Vec<(&str, Vec<u8>)> = if der {
-            let read = |p: &Path| {
-                std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()))
-            };
-            let key = read(&profile.files.key.der)?;
-            let cert = read(&profile.files.cert.der)?;
-            let ca = pki.root().map_err(pki_error)?.as_ref().to_vec();
-            let bin = |kind, bytes| {
-                atpki::build(&[(kind, bytes)]).map_err(|e| StepFailure::Error(e.to_string()))
-            };
-            vec![
-                ("mqtt_ca", bin(ItemType::Ca, ca)?),
-                ("mqtt_cert", bin(ItemType::Cert, cert)?),
-                ("mqtt_key", bin(ItemType::Key, key)?),
-            ]
-        } else {
-            let files = profile.files.esp_at.as_ref().ok_or_else(|| {
-                StepFailure::Error(format!("{profile_name} is not a device profile"))
-            })?;
-            let read = |p: &Path| {
-                std::fs::read(pki.path(p)).map_err(|e| StepFailure::Error(e.to_string()))
-            };
-            vec![
-                ("mqtt_ca", read(&files.mqtt_ca)?),
-                ("mqtt_cert", read(&files.mqtt_cert)?),
-                ("mqtt_key", read(&files.mqtt_key)?),
-            ]
+        let error = |e: &dyn std::fmt::Display| StepFailure::Error(e.to_string());
+        let profile = pki.profile(&profile_name).map_err(|e| error(&e))?;
+        let root = &pki.manifest.authorities.root.cert;
+        let (ca, cert, key) = match step.encoding {
+            Encoding::Pem => (&root.pem, &profile.files.chain_pem, &profile.files.key.pem),
+            Encoding::Der => (&root.der, &profile.files.cert.der, &profile.files.key.der),
         };
-        let ok = Regex::new(r"^(OK|ERROR)$").map_err(|e| StepFailure::Error(e.to_string()))?;
-        for (partition, bin) in bins {
-            self.at_command(&format!("AT+SYSFLASH=0,\"{partition}\""), &ok)?;
-            self.send(
-                Port::At,
-                format!("AT+SYSFLASH=1,\"{partition}\",0,{}\r\n", bin.len()).as_bytes(),
-            )?;
-            let raw_from = self.observations.lock().at.raw().len();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let prompt = self.observations.wait_for(deadline, |o| {
-                o.at.raw()
-                    .get(raw_from..)
-                    .filter(|r| r.contains(&b'>'))
-                    .map(drop)
-            });
-            if prompt.is_none() {
-                return Err(fail(
-                    format!("no `>` prompt after AT+SYSFLASH=1 for {partition}"),
-                    Vec::new(),
-                ));
+        let read = |p: &Path| std::fs::read(pki.path(p)).map_err(|e| error(&e));
+        let items = [
+            (ItemType::Ca, "ca", read(ca)?),
+            (ItemType::Cert, "cert", read(cert)?),
+            (ItemType::Key, "key", read(key)?),
+        ];
+        let ok = Regex::new(r"^(OK|ERROR)$").map_err(|e| error(&e))?;
+        let prefix = step.set.prefix();
+        for (kind, suffix, content) in items {
+            let name = format!("{prefix}_{suffix}");
+            match self.loaded.scenario.board.at_storage {
+                AtStorage::PkiPartitions => {
+                    let bin = atpki::build(&[(kind, content)]).map_err(|e| error(&e))?;
+                    self.at_command(&format!("AT+SYSFLASH=0,\"{name}\""), &ok)?;
+                    let write = format!("AT+SYSFLASH=1,\"{name}\",0,{}", bin.len());
+                    self.write_through_prompt(&write, &bin, &ok)?;
+                }
+                AtStorage::MfgNvs => {
+                    // ESP-AT's key names: `mqtt_ca` in `mqtt_ca`, `client_ca.0` in `client_ca`.
+                    let key = match step.set {
+                        CredentialSet::Mqtt => name.clone(),
+                        CredentialSet::Client => format!("{name}.0"),
+                    };
+                    let write = format!("AT+SYSMFG=2,\"{name}\",\"{key}\",8,{}", content.len());
+                    self.write_through_prompt(&write, &content, &ok)?;
+                }
             }
-            let writer = self
-                .bench
-                .writers
-                .get_mut("at")
-                .ok_or_else(|| StepFailure::Error("no AT port".into()))?;
-            writer
-                .write_all(&bin)
-                .map_err(|e| StepFailure::Error(format!("writing {partition}: {e}")))?;
-            self.expect(Port::At, &ok, Duration::from_secs(5))?;
         }
         Ok(())
+    }
+
+    /// Sends a command that answers with the `>` data prompt, then the data, and waits for
+    /// its final result; `ERROR` fails the step.
+    fn write_through_prompt(
+        &mut self,
+        command: &str,
+        data: &[u8],
+        result: &Regex,
+    ) -> Result<(), StepFailure> {
+        self.send(Port::At, format!("{command}\r\n").as_bytes())?;
+        let raw_from = self.observations.lock().at.raw().len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let prompt = self.observations.wait_for(deadline, |o| {
+            o.at.raw()
+                .get(raw_from..)
+                .filter(|r| r.contains(&b'>'))
+                .map(drop)
+        });
+        if prompt.is_none() {
+            return Err(fail(format!("no `>` prompt after {command}"), Vec::new()));
+        }
+        let writer = self
+            .bench
+            .writers
+            .get_mut("at")
+            .ok_or_else(|| StepFailure::Error("no AT port".into()))?;
+        writer
+            .write_all(data)
+            .map_err(|e| StepFailure::Error(format!("writing the data of {command}: {e}")))?;
+        self.expect(Port::At, result, Duration::from_secs(5))?;
+        self.check_no_error(command)
     }
 
     /// Sends a command and waits for its final result line; `ERROR` fails the step.
     fn at_command(&mut self, line: &str, result: &Regex) -> Result<(), StepFailure> {
         self.send(Port::At, format!("{line}\r\n").as_bytes())?;
         self.expect(Port::At, result, Duration::from_secs(5))?;
+        self.check_no_error(line)
+    }
+
+    /// Fails when the board answered `ERROR` since the last send.
+    fn check_no_error(&self, line: &str) -> Result<(), StepFailure> {
         let from = self.from(Port::At);
         let error = Regex::new("^ERROR$").map_err(|e| StepFailure::Error(e.to_string()))?;
         match find_line(&self.observations.lock(), Port::At, from, &error) {

@@ -38,6 +38,28 @@ pub struct BoardRequirement {
     pub chips: Vec<String>,
     /// Firmware personality (app descriptor project name), e.g. `esp-at`.
     pub personality: String,
+    /// Where the ESP-AT firmware keeps certificates: `pki-partitions` (v2.x–v3.0, written with
+    /// `AT+SYSFLASH`) or `mfg-nvs` (v3.1+, written with `AT+SYSMFG`).
+    #[serde(default)]
+    pub at_storage: AtStorage,
+}
+
+/// ESP-AT certificate storage, as scenario files name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AtStorage {
+    #[default]
+    PkiPartitions,
+    MfgNvs,
+}
+
+impl From<AtStorage> for esp_formats::partition::AtStorage {
+    fn from(storage: AtStorage) -> Self {
+        match storage {
+            AtStorage::PkiPartitions => Self::PkiPartitions,
+            AtStorage::MfgNvs => Self::MfgNvs,
+        }
+    }
 }
 
 /// Services and certificates prepared before the steps run.
@@ -145,13 +167,40 @@ pub struct FlashStep {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionStep {
-    /// Credential encoding written to the board (`atpki-pem`, `atpki-der`).
-    #[serde(default = "default_encoding")]
-    pub encoding: Spanned<String>,
+    /// How the certificates and key are encoded (`pem`, `der`); they are wrapped in AtPKI bins
+    /// for `AT+SYSFLASH` or stored as NVS blobs with `AT+SYSMFG`, as the board's storage says.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Which client's credentials: `mqtt` (`mqtt_ca`/`mqtt_cert`/`mqtt_key`) or `client` (SSL
+    /// sockets: `client_ca`/`client_cert`/`client_key`).
+    #[serde(default)]
+    pub set: CredentialSet,
 }
 
-fn default_encoding() -> Spanned<String> {
-    Spanned::new(0..0, "atpki-pem".to_owned())
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    #[default]
+    Pem,
+    Der,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialSet {
+    #[default]
+    Mqtt,
+    Client,
+}
+
+impl CredentialSet {
+    /// The partition / namespace prefix ESP-AT uses.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            CredentialSet::Mqtt => "mqtt",
+            CredentialSet::Client => "client",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,16 +356,6 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
     }
     for step in &scenario.steps {
         match step.get_ref() {
-            Step::Provision(p)
-                if !["atpki-pem", "atpki-der"].contains(&p.encoding.get_ref().as_str()) =>
-            {
-                return Err(invalid(
-                    path,
-                    text,
-                    p.encoding.span().start,
-                    "expected encoding \"atpki-pem\" or \"atpki-der\"",
-                ));
-            }
             Step::Publish(p) if p.payload.is_some() == p.size.is_some() => {
                 return Err(invalid(
                     path,

@@ -17,7 +17,7 @@ fn flash_board(chip: Chip, use_stub: bool, dir: &std::path::Path) -> Board {
     let mut config = BoardConfig::new(chip, dir.join("flash.bin"), dir.to_path_buf());
     config.download = true;
     let board = Board::start(config).unwrap();
-    let layout = partition::esp_at_layout(chip);
+    let layout = partition::esp_at_layout(chip, Default::default());
     let regions = [
         Region {
             offset: chip.bootloader_offset(),

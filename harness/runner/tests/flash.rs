@@ -15,7 +15,7 @@ fn flashes_then_skips_unchanged_regions() {
     let mut config = BoardConfig::new(chip, dir.path().join("flash.bin"), dir.path().to_path_buf());
     config.download = true;
     let board = Board::start(config).unwrap();
-    let layout = partition::esp_at_layout(chip);
+    let layout = partition::esp_at_layout(chip, Default::default());
     let regions = vec![
         Region {
             offset: 0,

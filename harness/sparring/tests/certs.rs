@@ -225,3 +225,53 @@ fn a_failed_run_leaves_the_previous_set_untouched() {
     assert_usage_error(&bad, "--device-id");
     assert!(!fresh.exists());
 }
+
+/// Runs Espressif's NVS generator in `dir` on `csv`; `None` when it is not installed
+/// (outside CI only: `.ci/run` installs it).
+fn espressif_nvs_generator(dir: &Path, csv: &str, size: u32) -> Option<Vec<u8>> {
+    let output = std::process::Command::new("python3")
+        .current_dir(dir)
+        .args(["-m", "esp_idf_nvs_partition_gen", "generate", csv])
+        .arg("generated.bin")
+        .arg(format!("0x{size:x}"))
+        .output();
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    match output {
+        Ok(out) if out.status.success() => {
+            let bytes = std::fs::read(dir.join("generated.bin")).unwrap();
+            std::fs::remove_file(dir.join("generated.bin")).unwrap();
+            Some(bytes)
+        }
+        Ok(out) if ci => panic!("generator failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) if ci => panic!("python3 missing under CI: {e}"),
+        _ => None,
+    }
+}
+
+#[test]
+fn mfg_nvs_images_match_what_espressifs_generator_makes_from_the_csv() {
+    let dir = generated().join("out/device/device-valid");
+    for (image, size) in [("mfg_nvs.bin", 0x1F000), ("mfg_nvs.esp32.bin", 0x1C000)] {
+        let ours = std::fs::read(dir.join(image)).unwrap();
+        assert_eq!(ours.len(), size as usize, "{image}");
+        // Our reader finds the PEM items the firmware expects, under ESP-AT's key names.
+        let items = esp_formats::nvs::read(&ours).unwrap();
+        let blob = |ns: &str, key: &str| {
+            items
+                .iter()
+                .find(|i| i.namespace == ns && i.key == key)
+                .map(|i| i.value.clone())
+        };
+        let root = std::fs::read(generated().join("out/ca/root.pem")).unwrap();
+        assert_eq!(
+            blob("mqtt_ca", "mqtt_ca"),
+            Some(esp_formats::nvs::Value::Blob(root))
+        );
+        assert!(blob("client_key", "client_key.0").is_some());
+        let Some(theirs) = espressif_nvs_generator(&dir, "mfg_nvs.csv", size) else {
+            eprintln!("skipped the generator comparison: esp-idf-nvs-partition-gen not installed");
+            return;
+        };
+        assert!(ours == theirs, "{image} differs from the generator's image");
+    }
+}

@@ -6,16 +6,19 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use esp_formats::image::AppDescriptor;
+use esp_formats::nvs;
 use esp_formats::otadata::{self, OtaState};
-use esp_formats::partition::{Partition, PartitionTable, TYPE_AT_CUSTOM};
+use esp_formats::partition::{MFG_NVS, Partition, PartitionTable, TYPE_AT_CUSTOM};
 
+use super::cert_store::{self, CertSet};
 use super::console::{Console, Output};
 use super::engine::{
-    AtEngine, BoardAction, FirmwareInfo, Module, MqttConnect, MqttMessage, mqtt_error,
+    AtEngine, BoardAction, FirmwareInfo, Module, MqttConnect, MqttMessage, SocketOpen, mqtt_error,
 };
 use super::mqtt_client::{MqttClient, SessionEnv};
 use super::parse::AtError;
 use super::sntp_client::SntpClient;
+use super::socket_client::{SocketClient, SocketEnv};
 use super::tls::{self, CredentialError};
 use crate::personality::{AppContext, LogLevel, Personality};
 
@@ -44,8 +47,8 @@ const FIRST_USER_PARTITION_TYPE: u8 = 0x40;
 const SECONDARY_TABLE_LEN: usize = 0xC00;
 
 /// ESP-AT's user partitions: those listed by the secondary table at the start of the
-/// `at_customize` partition (v2.x); a layout without one falls back to the main table's
-/// custom partitions.
+/// `at_customize` partition (PKI partitions in v2.x, `mfg_nvs` in v3.1+, and the file
+/// system); a layout without one falls back to the main table's custom partitions.
 fn user_partitions(ctx: &AppContext) -> Vec<Partition> {
     let secondary = ctx
         .table
@@ -57,19 +60,44 @@ fn user_partitions(ctx: &AppContext) -> Vec<Partition> {
                 .ok()
         })
         .and_then(|bytes| PartitionTable::parse(&bytes).ok());
-    let table = secondary.as_ref().unwrap_or(&ctx.table);
-    table
-        .partitions
-        .iter()
-        .filter(|p| p.kind >= FIRST_USER_PARTITION_TYPE && p.label != "at_customize")
-        .cloned()
-        .collect()
+    match secondary {
+        Some(table) => table.partitions,
+        None => ctx
+            .table
+            .partitions
+            .iter()
+            .filter(|p| p.kind >= FIRST_USER_PARTITION_TYPE && p.label != "at_customize")
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Where the factory parameters were found, as ESP-AT logs it at boot (`at_init.c`):
+/// 1 in `mfg_nvs` (v3.1+), 2 in the legacy `factory_param` partition (magic 0xFCFC), 0 none.
+fn param_mode(ctx: &AppContext, partitions: &[Partition]) -> u8 {
+    let read = |label: &str| {
+        let p = partitions.iter().find(|p| p.label == label)?;
+        ctx.flash_read(u64::from(p.offset), p.size as usize).ok()
+    };
+    if let Some(bytes) = read(MFG_NVS) {
+        let items = nvs::read(&bytes).unwrap_or_default();
+        return if items.iter().any(|i| i.namespace == "factory_param") {
+            1
+        } else {
+            0
+        };
+    }
+    match read("factory_param") {
+        Some(bytes) if bytes.starts_with(&[0xFC, 0xFC]) => 2,
+        _ => 0,
+    }
 }
 
 /// The network side of the module: clients that outlive one AT command.
 struct Network {
     console: Console,
     mqtt: Option<MqttClient>,
+    socket: Option<SocketClient>,
     sntp: Option<(Vec<String>, SntpClient)>,
 }
 
@@ -80,41 +108,30 @@ struct BoardModule<'a> {
 }
 
 impl BoardModule<'_> {
-    fn partition_bytes(&self, label: &str) -> Option<Vec<u8>> {
-        let p = user_partitions(self.ctx)
-            .into_iter()
-            .find(|p| p.label == label)?;
-        self.ctx
-            .flash_read(u64::from(p.offset), p.size as usize)
-            .ok()
-    }
-
-    /// Reads the MQTT credentials the scheme needs, exactly when connecting (as the firmware).
-    fn mqtt_credentials(
+    /// Reads the credentials a TLS client needs, exactly when connecting (as the firmware).
+    /// A missing item prints its `NO ... FOUND` line on the AT port, an unparsable one its
+    /// mbedTLS error on the log port.
+    fn credentials(
         &self,
-        request: &MqttConnect,
+        set: CertSet,
+        (cert_id, ca_id): (u8, u8),
+        (verify_server, present_cert): (bool, bool),
         out: &mut Vec<u8>,
-    ) -> Result<tls::Credentials, AtError> {
-        let user = &request.user;
-        let ca = user
-            .verifies_server()
-            .then(|| self.partition_bytes("mqtt_ca").unwrap_or_default());
-        let cert = self.partition_bytes("mqtt_cert").unwrap_or_default();
-        let key = self.partition_bytes("mqtt_key").unwrap_or_default();
-        let client = user
-            .presents_client_cert()
-            .then_some((cert.as_slice(), key.as_slice()));
-        tls::credentials(ca.as_deref(), client).map_err(|e| {
-            match &e {
-                CredentialError::Missing { at_line } => {
-                    out.extend_from_slice(format!("{at_line}\r\n").as_bytes());
-                }
-                CredentialError::Unparsable { .. } => {
-                    self.ctx
-                        .log(LogLevel::Error, "esp-tls-mbedtls", &e.to_string());
-                }
+    ) -> Result<tls::Credentials, CredentialError> {
+        let read = |p: &Partition| {
+            self.ctx
+                .flash_read(u64::from(p.offset), p.size as usize)
+                .ok()
+        };
+        let items = cert_store::items(&user_partitions(self.ctx), read, set, cert_id, ca_id);
+        tls::credentials(items, verify_server, present_cert).inspect_err(|e| match e {
+            CredentialError::Missing { at_line } => {
+                out.extend_from_slice(format!("{at_line}\r\n").as_bytes());
             }
-            AtError::ExecFailed(mqtt_error::TLS_CONFIG_ERROR)
+            CredentialError::Unparsable { .. } => {
+                self.ctx
+                    .log(LogLevel::Error, "esp-tls-mbedtls", &e.to_string());
+            }
         })
     }
 }
@@ -141,7 +158,14 @@ impl Module for BoardModule<'_> {
 
     fn mqtt_connect(&mut self, request: &MqttConnect, out: &mut Vec<u8>) -> Result<(), AtError> {
         let credentials = if request.user.uses_tls() {
-            self.mqtt_credentials(request, out)?
+            let user = &request.user;
+            self.credentials(
+                CertSet::Mqtt,
+                (0, 0),
+                (user.verifies_server(), user.presents_client_cert()),
+                out,
+            )
+            .map_err(|_| AtError::ExecFailed(mqtt_error::TLS_CONFIG_ERROR))?
         } else {
             tls::Credentials {
                 ca: Vec::new(),
@@ -212,6 +236,45 @@ impl Module for BoardModule<'_> {
         self.net.mqtt = None;
     }
 
+    fn socket_open(&mut self, request: &SocketOpen, out: &mut Vec<u8>) -> Result<(), AtError> {
+        let credentials = if request.tls {
+            self.credentials(
+                CertSet::Client,
+                (request.pki_number, request.ca_number),
+                (request.verifies_server(), request.presents_client_cert()),
+                out,
+            )
+            .map_err(|_| AtError::ExecFailed(0))?
+        } else {
+            tls::Credentials {
+                ca: Vec::new(),
+                client: None,
+            }
+        };
+        let env = SocketEnv {
+            shared: self.ctx.shared.clone(),
+            console: self.net.console.clone(),
+            credentials,
+        };
+        let client = SocketClient::open(request, env).map_err(|_| AtError::ExecFailed(0))?;
+        self.net.socket = Some(client);
+        Ok(())
+    }
+
+    fn socket_connected(&self) -> bool {
+        self.net.socket.as_ref().is_some_and(SocketClient::is_open)
+    }
+
+    fn socket_send(&mut self, data: &[u8]) -> bool {
+        self.net.socket.as_ref().is_some_and(|s| s.send(data))
+    }
+
+    fn socket_close(&mut self) -> bool {
+        let was_open = self.socket_connected();
+        self.net.socket = None;
+        was_open
+    }
+
     fn user_ota(&mut self, url: &str, _out: &mut Vec<u8>) -> Result<(), AtError> {
         // The MQTT session's heap stays allocated during the download, as on hardware.
         super::ota::user_ota(self.ctx, url).map_err(|_| AtError::ExecFailed(0))
@@ -251,8 +314,11 @@ impl Personality for EspAt {
         let mut net = Network {
             console,
             mqtt: None,
+            socket: None,
             sntp: None,
         };
+        let mode = param_mode(&ctx, &user_partitions(&ctx));
+        ctx.log(LogLevel::Info, "at", &format!("at param mode: {mode}"));
         ctx.log(LogLevel::Info, "at", "AT firmware ready");
         if ctx.at_write(AtEngine::ready_banner()).is_err() {
             return;

@@ -4,8 +4,11 @@
 use esp_formats::partition::Partition;
 
 mod network;
+mod socket;
+mod sysmfg;
 
 pub use network::{LastWill, MqttConnect, MqttMessage, MqttUserConfig, mqtt_error};
+pub use socket::SocketOpen;
 
 use super::framing::{FrameEvent, LineFramer};
 use super::parse::{AtCommand, AtError, CommandKind, Param, parse_line};
@@ -60,6 +63,23 @@ pub trait Module {
     fn user_ota(&mut self, _url: &str, _out: &mut Vec<u8>) -> Result<(), AtError> {
         Err(AtError::ExecFailed(0))
     }
+
+    /// `AT+CIPSTART`: opens the single TCP/SSL connection (blocking until connected or
+    /// failed); received data and the peer's close arrive later as `+IPD` and `CLOSED`.
+    fn socket_open(&mut self, _request: &SocketOpen, _out: &mut Vec<u8>) -> Result<(), AtError> {
+        Err(AtError::ExecFailed(0))
+    }
+    fn socket_connected(&self) -> bool {
+        false
+    }
+    /// `AT+CIPSEND`'s data; true once written to the connection.
+    fn socket_send(&mut self, _data: &[u8]) -> bool {
+        false
+    }
+    /// `AT+CIPCLOSE`; false when no connection was open.
+    fn socket_close(&mut self) -> bool {
+        false
+    }
 }
 
 /// A command waiting for the raw bytes announced by its `>` prompt.
@@ -73,6 +93,10 @@ enum PendingData {
     MqttPublishRaw(MqttMessage),
     /// `AT+USEROTA`: the data is the URL.
     UserOta,
+    /// `AT+SYSMFG=2,...` of a string or binary value.
+    Sysmfg(sysmfg::PendingValue),
+    /// `AT+CIPSEND`: the data goes out on the socket.
+    SocketSend,
 }
 
 /// AT command state of one module.
@@ -95,6 +119,7 @@ pub struct AtEngine {
     sntp: Option<SntpConfig>,
     clock: std::time::SystemTime,
     mqtt: network::MqttLink,
+    ssl: socket::SslConfig,
 }
 
 /// What `AT+CIPSNTPCFG=1,<tz>,"srv"...` configured; the board's SNTP client reads it.
@@ -126,6 +151,7 @@ impl AtEngine {
             sntp: None,
             clock: std::time::UNIX_EPOCH,
             mqtt: network::MqttLink::default(),
+            ssl: socket::SslConfig::default(),
         }
     }
 
@@ -285,6 +311,11 @@ impl AtEngine {
                 .then_some(())
                 .ok_or(AtError::ExecFailed(0)),
             PendingData::MqttLong(field) => self.complete_long_field(field, data),
+            PendingData::Sysmfg(pending) => self.complete_sysmfg(pending, data, module),
+            PendingData::SocketSend => {
+                self.complete_socket_send(data, module, out);
+                return None;
+            }
             PendingData::MqttPublishRaw(mut message) => {
                 message.payload = data.to_vec();
                 let line: &[u8] = match module.mqtt_publish(&message) {
@@ -378,6 +409,9 @@ impl AtEngine {
         if let Some(result) = self.network_command(&cmd.name, &cmd.kind, module, out) {
             return result;
         }
+        if let Some(result) = self.socket_command(&cmd.name, &cmd.kind, module, out) {
+            return result;
+        }
         match (cmd.name.as_str(), &cmd.kind) {
             ("", CommandKind::Execute) => Ok(()),
             ("E", CommandKind::Set(p)) => {
@@ -438,6 +472,8 @@ impl AtEngine {
                 Ok(())
             }
             ("+SYSFLASH", CommandKind::Set(p)) => self.sysflash(p, module, out),
+            ("+SYSMFG", CommandKind::Query) => self.sysmfg_namespaces(module, out),
+            ("+SYSMFG", CommandKind::Set(p)) => self.sysmfg(p, module, out),
             ("+CWJAP", CommandKind::Set(p)) => self.join(p, out),
             ("+CWQAP", CommandKind::Execute) => {
                 if self.joined.take().is_some() {
@@ -468,7 +504,8 @@ impl AtEngine {
             }
             (
                 "" | "E" | "+GMR" | "+RST" | "+RESTORE" | "+SYSRAM" | "+SYSLOG" | "+SYSMSG"
-                | "+SYSFLASH" | "+CWMODE" | "+CWJAP" | "+CWQAP" | "+CIPSNTPCFG" | "+CIPSNTPTIME",
+                | "+SYSFLASH" | "+SYSMFG" | "+CWMODE" | "+CWJAP" | "+CWQAP" | "+CIPSNTPCFG"
+                | "+CIPSNTPTIME",
                 _,
             ) => Err(AtError::WrongOperation),
             _ => Err(AtError::Unsupported),
@@ -490,6 +527,34 @@ fn int_in(params: &[Param], index: u16, min: i64, max: i64) -> Result<i64, AtErr
             need: u8::try_from(index + 1).unwrap_or(u8::MAX),
             given: count(params),
         }),
+    }
+}
+
+/// The string parameter at `index`, required.
+fn text(params: &[Param], index: u16) -> Result<String, AtError> {
+    match params.get(usize::from(index)) {
+        Some(Param::Str(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Param::Int(_)) => Err(AtError::ParamType(index)),
+        _ => Err(AtError::ParamCount {
+            need: u8::try_from(index + 1).unwrap_or(u8::MAX),
+            given: u8::try_from(params.len()).unwrap_or(u8::MAX),
+        }),
+    }
+}
+
+/// The string parameter at `index`; empty when omitted.
+fn text_or_empty(params: &[Param], index: u16) -> Result<String, AtError> {
+    match params.get(usize::from(index)) {
+        None | Some(Param::Omitted) => Ok(String::new()),
+        _ => text(params, index),
+    }
+}
+
+/// The integer parameter at `index` within `min..=max`, if given.
+fn optional_int(params: &[Param], index: u16, min: i64, max: i64) -> Result<Option<i64>, AtError> {
+    match params.get(usize::from(index)) {
+        None | Some(Param::Omitted) => Ok(None),
+        _ => int_in(params, index, min, max).map(Some),
     }
 }
 

@@ -3,6 +3,7 @@
 //! and fuzzed without a board; [`EspAt`] wires it to the board's [`crate::personality::AppContext`].
 
 pub mod board_glue;
+mod cert_store;
 pub mod clock;
 mod console;
 pub mod costs;
@@ -12,12 +13,13 @@ mod mqtt_client;
 mod ota;
 pub mod parse;
 mod sntp_client;
+mod socket_client;
 pub mod tls;
 
 pub use board_glue::EspAt;
 pub use engine::{
     AtEngine, BoardAction, FirmwareInfo, LastWill, MemoryFlash, Module, MqttConnect, MqttMessage,
-    MqttUserConfig, SntpConfig, mqtt_error,
+    MqttUserConfig, SntpConfig, SocketOpen, mqtt_error,
 };
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};

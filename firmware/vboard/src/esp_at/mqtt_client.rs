@@ -16,12 +16,11 @@ use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, Publish, Subscribe, Unsubscribe,
 };
-use rustls::pki_types::ServerName;
 
 use super::console::Console;
 use super::costs;
 use super::engine::{MqttConnect, MqttMessage};
-use super::tls::{self, Credentials, HandshakeError, Transport};
+use super::tls::{self, Credentials, Transport};
 use crate::personality::{Defect, LogLevel, Shared};
 
 /// Largest packet the client accepts (esp-mqtt reassembles up to its buffer; bigger is fine).
@@ -332,57 +331,19 @@ impl Task {
 
     fn handshake(&self, tcp: TcpStream, timeout: Duration) -> Result<Transport, ()> {
         let r = &self.request;
-        let shared = &self.env.shared;
-        let fail = |error: HandshakeError| {
-            for (level, tag, message) in tls::mbedtls_failure(&error).log_lines() {
-                self.env.console.log_letter(level, tag, &message);
-            }
-            self.transport_failed();
-        };
         // The SNI / name checked: what AT+MQTTSNI set, else the host as given.
-        let name = r.sni.clone().unwrap_or_else(|| r.host.clone());
-        let server_name = match ServerName::try_from(name) {
-            Ok(name) => name,
-            Err(_) => {
-                fail(HandshakeError::Tls(rustls::Error::General(
-                    "bad host name".into(),
-                )));
-                return Err(());
-            }
+        let name = r.sni.as_deref().unwrap_or(&r.host);
+        let setup = tls::ClientSetup {
+            credentials: &self.env.credentials,
+            verify_server: r.user.verifies_server(),
+            alpn: &r.alpn,
+            name,
         };
-        let config = match tls::client_config(
-            shared,
-            &self.env.credentials,
-            r.user.verifies_server(),
-            &r.alpn,
-        ) {
-            Ok(config) => config,
-            Err(e) => {
-                self.log(
-                    LogLevel::Error,
-                    "esp-tls-mbedtls",
-                    &format!("mbedtls_ssl_conf_own_cert returned -0x3F00 ({e})"),
-                );
-                self.transport_failed();
-                return Err(());
-            }
-        };
-        if shared.alloc(costs::TLS_HANDSHAKE_PEAK).is_err() {
-            self.log(
-                LogLevel::Error,
-                "at",
-                &format!(
-                    "alloc failed, size:{}, caps:0x{:x}",
-                    costs::TLS_HANDSHAKE_PEAK,
-                    costs::DEFAULT_CAPS
-                ),
-            );
-            fail(HandshakeError::OutOfHeap);
-            return Err(());
-        }
-        let result = tls::handshake(tcp, config, server_name, timeout);
-        shared.free(costs::TLS_HANDSHAKE_PEAK);
-        result.map_err(fail)
+        let console = &self.env.console;
+        let log = |level, tag: &str, message: &str| console.log_letter(level, tag, message);
+        tls::connect(&self.env.shared, tcp, &setup, timeout, &log).map_err(|_| {
+            self.transport_failed();
+        })
     }
 
     fn mqtt_connect(&self, wire: &mut Wire, timeout: Duration) -> Result<(), ()> {

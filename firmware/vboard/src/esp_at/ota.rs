@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use esp_formats::image;
 use esp_formats::otadata::{self, OtaState};
 use esp_formats::partition::Partition;
-use rustls::pki_types::ServerName;
 
 use super::costs;
 use super::tls::{self, Credentials, Transport};
@@ -372,16 +371,16 @@ fn request(ctx: &AppContext, url: &Url) -> Result<Response, OtaFailed> {
             ca: Vec::new(),
             client: None,
         };
-        let config = tls::client_config(&ctx.shared, &no_credentials, false, &[])
-            .map_err(|e| fail(format!("TLS setup failed: {e}")))?;
-        let name = ServerName::try_from(url.host.clone())
-            .map_err(|_| fail(format!("bad host name {}", url.host)))?;
-        tls::handshake(tcp, config, name, NETWORK_TIMEOUT).map_err(|e| {
-            for (level, tag, message) in tls::mbedtls_failure(&e).log_lines() {
-                ctx.log(LogLevel::from_letter(level), tag, &message);
-            }
-            fail("Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into())
-        })?
+        let setup = tls::ClientSetup {
+            credentials: &no_credentials,
+            verify_server: false,
+            alpn: &[],
+            name: &url.host,
+        };
+        let log =
+            |level, tag: &str, message: &str| ctx.log(LogLevel::from_letter(level), tag, message);
+        tls::connect(&ctx.shared, tcp, &setup, NETWORK_TIMEOUT, &log)
+            .map_err(|_| fail("Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into()))?
     } else {
         Transport::Plain(tcp)
     };

@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esp_formats::atpki::{self, ItemType};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -17,6 +16,7 @@ use rustls::{
     CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
 };
 
+use super::costs;
 use crate::personality::{Defect, Shared};
 
 /// What the module presents and trusts, parsed from its PKI partitions.
@@ -41,54 +41,53 @@ pub enum CredentialError {
 const PEM_NO_HEADER_FOOTER_PRESENT: u16 = 0x1080;
 const PK_KEY_INVALID_FORMAT: u16 = 0x3D00;
 
-/// The first item of `kind` in a PKI bin, PEM-decoded. The virtual ESP-AT build hands items to
-/// mbedTLS as NUL-terminated PEM strings (esp-tls's `*_pem_buf`), so a DER item fails with
-/// `-0x1080` — the "DER given where PEM was expected" mistake from the field.
-fn item(bin: &[u8], kind: ItemType) -> Option<Vec<u8>> {
-    atpki::parse(bin)
-        .ok()?
-        .into_iter()
-        .find(|i| i.item_type == kind)
-        .map(|i| i.content)
+/// The raw CA, certificate and key items as stored on the board (`None`: not there).
+#[derive(Debug, Clone, Default)]
+pub struct PkiItems {
+    pub ca: Option<Vec<u8>>,
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
 }
 
 fn is_pem(bytes: &[u8]) -> bool {
     bytes.trim_ascii_start().starts_with(b"-----BEGIN")
 }
 
-/// Reads the CA (`mqtt_ca`) and, when `client` is set, the certificate and key (`mqtt_cert`,
-/// `mqtt_key`) from their partitions' bytes.
+/// Parses the CA (when the server is verified) and the certificate and key (when one is
+/// presented). The virtual ESP-AT build hands items to mbedTLS as NUL-terminated PEM strings
+/// (esp-tls's `*_pem_buf`), so a DER item fails with `-0x1080` — the "DER given where PEM was
+/// expected" mistake from the field.
 pub fn credentials(
-    ca_bin: Option<&[u8]>,
-    client: Option<(&[u8], &[u8])>,
+    items: PkiItems,
+    verify_server: bool,
+    present_cert: bool,
 ) -> Result<Credentials, CredentialError> {
     let mut ca = Vec::new();
-    if let Some(bin) = ca_bin {
-        let pem = item(bin, ItemType::Ca).ok_or(CredentialError::Missing {
+    if verify_server {
+        let pem = items.ca.ok_or(CredentialError::Missing {
             at_line: "NO CA FOUND",
         })?;
         ca = certificates(&pem, "mbedtls_x509_crt_parse of CA cert")?;
     }
-    let client = match client {
-        None => None,
-        Some((cert_bin, key_bin)) => {
-            let cert = item(cert_bin, ItemType::Cert).ok_or(CredentialError::Missing {
-                at_line: "NO CERT FOUND",
-            })?;
-            let key = item(key_bin, ItemType::Key).ok_or(CredentialError::Missing {
-                at_line: "NO PRVT_KEY FOUND",
-            })?;
-            let chain = certificates(&cert, "mbedtls_x509_crt_parse of public cert")?;
-            let unparsable = CredentialError::Unparsable {
-                what: "mbedtls_pk_parse_keyfile",
-                code: PK_KEY_INVALID_FORMAT,
-            };
-            if !is_pem(&key) {
-                return Err(unparsable);
-            }
-            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| unparsable)?;
-            Some((chain, key))
+    let client = if present_cert {
+        let cert = items.cert.ok_or(CredentialError::Missing {
+            at_line: "NO CERT FOUND",
+        })?;
+        let key = items.key.ok_or(CredentialError::Missing {
+            at_line: "NO PRVT_KEY FOUND",
+        })?;
+        let chain = certificates(&cert, "mbedtls_x509_crt_parse of public cert")?;
+        let unparsable = CredentialError::Unparsable {
+            what: "mbedtls_pk_parse_keyfile",
+            code: PK_KEY_INVALID_FORMAT,
+        };
+        if !is_pem(&key) {
+            return Err(unparsable);
         }
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| unparsable)?;
+        Some((chain, key))
+    } else {
+        None
     };
     Ok(Credentials { ca, client })
 }
@@ -362,6 +361,15 @@ impl Transport {
             Transport::Tls(s) => &s.sock,
         }
     }
+
+    /// Closes as esp-tls does: `close_notify` first on TLS.
+    pub fn close(&mut self) {
+        if let Transport::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Read for Transport {
@@ -388,8 +396,71 @@ impl Write for Transport {
     }
 }
 
+/// A connection attempt failed; the lines the firmware prints are already logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection failed")]
+pub struct ConnectFailed;
+
+/// What one TLS client connection needs besides its socket.
+pub struct ClientSetup<'a> {
+    pub credentials: &'a Credentials,
+    pub verify_server: bool,
+    pub alpn: &'a [String],
+    /// Sent as SNI and checked against the certificate.
+    pub name: &'a str,
+}
+
+/// esp-tls's connect as every client of the module does it (MQTT, SSL sockets, OTA): the
+/// configuration, the handshake's heap peak, the handshake, and on failure the lines a real
+/// board logs, through `log(level letter, tag, message)`.
+pub fn connect(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    setup: &ClientSetup<'_>,
+    timeout: Duration,
+    log: &dyn Fn(char, &str, &str),
+) -> Result<Transport, ConnectFailed> {
+    let fail = |error: HandshakeError| {
+        for (level, tag, message) in mbedtls_failure(&error).log_lines() {
+            log(level, tag, &message);
+        }
+        ConnectFailed
+    };
+    let Ok(server_name) = ServerName::try_from(setup.name.to_owned()) else {
+        return Err(fail(HandshakeError::Tls(rustls::Error::General(
+            "bad host name".into(),
+        ))));
+    };
+    let config = match client_config(shared, setup.credentials, setup.verify_server, setup.alpn) {
+        Ok(config) => config,
+        Err(e) => {
+            log(
+                'E',
+                "esp-tls-mbedtls",
+                &format!("mbedtls_ssl_conf_own_cert returned -0x3F00 ({e})"),
+            );
+            return Err(ConnectFailed);
+        }
+    };
+    if shared.alloc(costs::TLS_HANDSHAKE_PEAK).is_err() {
+        log(
+            'E',
+            "at",
+            &format!(
+                "alloc failed, size:{}, caps:0x{:x}",
+                costs::TLS_HANDSHAKE_PEAK,
+                costs::DEFAULT_CAPS
+            ),
+        );
+        return Err(fail(HandshakeError::OutOfHeap));
+    }
+    let result = handshake(tcp, config, server_name, timeout);
+    shared.free(costs::TLS_HANDSHAKE_PEAK);
+    result.map_err(fail)
+}
+
 /// Runs the TLS handshake to completion (bounded by `timeout`).
-pub fn handshake(
+fn handshake(
     mut tcp: TcpStream,
     config: ClientConfig,
     name: ServerName<'static>,

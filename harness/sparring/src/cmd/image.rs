@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use esp_formats::image::{self, AppSpec};
-use esp_formats::partition::PartitionTable;
+use esp_formats::partition::{AtStorage, PartitionTable};
 use esp_formats::{Chip, otadata};
 
 /// Build ESP app images and flash sets, or explain what is in (or wrong with) one.
@@ -44,8 +44,11 @@ enum Sub {
     FlashSet {
         #[arg(long, value_parser = parse_chip)]
         chip: Chip,
-        /// Partition layout; `esp-at` is ESP-AT v2.x's (with its at_customize table of PKI partitions).
-        #[arg(long, default_value = "esp-at", value_parser = ["esp-at"])]
+        /// Partition layout: `esp-at` is ESP-AT v2.x–v3.0's (an at_customize table of PKI
+        /// partitions written with AT+SYSFLASH); `esp-at-mfg-nvs` is v3.1+'s (one mfg_nvs
+        /// partition written with AT+SYSMFG; the set then includes mfg_nvs.bin with the
+        /// factory parameters).
+        #[arg(long, default_value = "esp-at", value_parser = ["esp-at", "esp-at-mfg-nvs"])]
         layout: String,
         /// Project name of the app (default esp-at).
         #[arg(long, default_value = "esp-at")]
@@ -95,11 +98,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Sub::FlashSet {
             chip,
-            layout: _,
+            layout,
             project,
             version,
             output,
-        } => flash_set(chip, &project, &version, &output),
+        } => flash_set(chip, &layout, &project, &version, &output),
         Sub::Info { file } => info(&file),
     }
 }
@@ -108,9 +111,20 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-fn flash_set(chip: Chip, project: &str, version: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+fn flash_set(
+    chip: Chip,
+    layout: &str,
+    project: &str,
+    version: &str,
+    dir: &Path,
+) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = esp_formats::flash_set::esp_at(chip, &AppSpec::new(chip, project, version))?;
+    let storage = match layout {
+        "esp-at-mfg-nvs" => AtStorage::MfgNvs,
+        _ => AtStorage::PkiPartitions,
+    };
+    let app = AppSpec::new(chip, project, version);
+    let files = esp_formats::flash_set::esp_at(chip, &app, storage)?;
     let mut offsets = serde_json::Map::new();
     for file in &files {
         write(&dir.join(file.name), &file.bytes)?;
@@ -120,7 +134,7 @@ fn flash_set(chip: Chip, project: &str, version: &str, dir: &Path) -> anyhow::Re
         );
     }
     let manifest =
-        serde_json::json!({ "chip": chip.name(), "layout": "esp-at", "flash_files": offsets });
+        serde_json::json!({ "chip": chip.name(), "layout": layout, "flash_files": offsets });
     write(
         &dir.join("flash-set.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),

@@ -1,7 +1,7 @@
 //! The network commands of the AT engine: MQTT (`AT+MQTT*`) and OTA (`AT+USEROTA`). The engine
 //! keeps what the host configured and answers queries; the [`Module`] does the networking.
 
-use super::{AtEngine, Module, PendingData, int_in};
+use super::{AtEngine, Module, PendingData, int_in, optional_int, text, text_or_empty};
 use crate::esp_at::parse::{AtError, CommandKind, Param};
 
 /// MQTT error extensions (`ERR CODE:0x010A60xx` with `AT+SYSLOG=1`; esp-facts §4.6).
@@ -118,31 +118,6 @@ pub(super) enum LongField {
     Password,
 }
 
-fn text(params: &[Param], index: u16) -> Result<String, AtError> {
-    match params.get(usize::from(index)) {
-        Some(Param::Str(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
-        Some(Param::Int(_)) => Err(AtError::ParamType(index)),
-        _ => Err(AtError::ParamCount {
-            need: u8::try_from(index + 1).unwrap_or(u8::MAX),
-            given: u8::try_from(params.len()).unwrap_or(u8::MAX),
-        }),
-    }
-}
-
-fn text_or_empty(params: &[Param], index: u16) -> Result<String, AtError> {
-    match params.get(usize::from(index)) {
-        None | Some(Param::Omitted) => Ok(String::new()),
-        _ => text(params, index),
-    }
-}
-
-fn optional_int(params: &[Param], index: u16, min: i64, max: i64) -> Result<Option<i64>, AtError> {
-    match params.get(usize::from(index)) {
-        None | Some(Param::Omitted) => Ok(None),
-        _ => int_in(params, index, min, max).map(Some),
-    }
-}
-
 /// Only link 0 exists.
 fn link_zero(params: &[Param]) -> Result<(), AtError> {
     int_in(params, 0, 0, 0).map(|_| ())
@@ -224,7 +199,7 @@ impl AtEngine {
     }
 
     /// `OK`, a blank line and `>`: the generic "OK and input prompt" result (esp-facts §4.4).
-    fn prompt(&mut self, len: usize, pending: PendingData, out: &mut Vec<u8>) {
+    pub(super) fn prompt(&mut self, len: usize, pending: PendingData, out: &mut Vec<u8>) {
         self.framer.expect_data(len);
         self.pending_data = Some(pending);
         out.extend_from_slice(b"\r\nOK\r\n\r\n>");
