@@ -1,5 +1,6 @@
 //! Arbitrary bytes on the AT port of the ESP-AT personality: the engine must never panic,
-//! whatever it is fed (including data-prompt writes into a user partition).
+//! whatever it is fed (including data-prompt writes into a user partition and AT+SYSMFG on an
+//! NVS partition).
 #![no_main]
 
 use esp_formats::partition::Partition;
@@ -14,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         compile_time: "fuzz".into(),
         chip_name: "ESP32".into(),
     };
-    let mut flash = MemoryFlash::new(vec![Partition::new("mqtt_ca", 0x40, 14, 0x3C000, 0x2000)]);
+    let mut flash = MemoryFlash::new(vec![
+        Partition::new("mqtt_ca", 0x40, 14, 0x3C000, 0x2000),
+        Partition::new("mfg_nvs", 0x01, 0x02, 0x1F000, 0x3000),
+    ]);
     let mut engine = AtEngine::new(info, 100_000);
     for chunk in data.chunks(17) {
         let _ = engine.feed(chunk, &mut flash);

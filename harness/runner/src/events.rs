@@ -28,7 +28,8 @@ pub enum RunEvent {
         index: usize,
         step: String,
         ok: bool,
-        elapsed_ms: u64,
+        /// Microseconds: benchmarks time single steps with it.
+        elapsed_us: u64,
     },
     ScenarioFinished(Box<ScenarioResult>),
     RunFinished {

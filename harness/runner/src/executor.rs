@@ -411,7 +411,7 @@ impl ScenarioRun<'_> {
                 index,
                 step: step_name(&planned.step).to_owned(),
                 ok: result.is_ok(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
+                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             });
             result.map_err(|failure| match failure {
                 StepFailure::Fail { reason, evidence } => StepFailure::Fail {
