@@ -1015,13 +1015,15 @@ pub fn describe(event: &Event) -> (String, String) {
                 _ => "mqtt",
             };
             let line = format!(
-                "{:?} {} client_id={} topic={} qos={} size={}",
+                "{:?} {} client_id={} topic={} qos={} size={} code={} fault={}",
                 m.direction,
                 m.packet,
                 m.client_id.as_deref().unwrap_or("-"),
                 m.topic.as_deref().unwrap_or("-"),
                 m.qos.map_or("-".into(), |q| q.to_string()),
                 m.payload_size.map_or("-".into(), |s| s.to_string()),
+                m.return_code.as_deref().unwrap_or("-"),
+                m.fault.as_deref().unwrap_or("-"),
             );
             (kind.to_owned(), line)
         }

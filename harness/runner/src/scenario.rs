@@ -82,6 +82,11 @@ pub struct Setup {
     /// Whether the broker requires a client certificate (mutual TLS).
     #[serde(default = "enabled")]
     pub client_auth: bool,
+    /// Broker faults and policy: `refuse-connects`, `withhold-connack`,
+    /// `disconnect-after-ms`, `withhold`/`delay` (`["puback", "suback", "pingresp",
+    /// "connack"]`), `delay-ms`, `client-id-must-match-cn`.
+    #[serde(default)]
+    pub broker: sparring_services::BrokerBehaviour,
     /// Defect switches this scenario turns on itself (`crash-on-large-record`, ...), on top of
     /// the run's `--defect`s.
     #[serde(default)]

@@ -94,6 +94,13 @@ pub struct MqttRecord {
     pub keep_alive: Option<u16>,
     pub clean_session: Option<bool>,
     pub username: Option<String>,
+    /// CONNACK's return code (`Success`, `ServiceUnavailable`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_code: Option<String>,
+    /// A fault the broker side applied: `withheld`, `delayed`, `refused`,
+    /// `disconnect-after-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

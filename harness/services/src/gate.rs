@@ -1,5 +1,6 @@
-//! sparring's TLS gate: terminates TLS for the broker (and later the OTA server), records
-//! everything the handshake showed, refuses devices precisely, and forwards plaintext.
+//! sparring's TLS gate: terminates TLS for the broker and the OTA server, records everything
+//! the handshake showed, refuses devices precisely, and hands the plaintext to the MQTT proxy
+//! (`mqtt_proxy`), which forwards it.
 //!
 //! rumqttd's own TLS awaits each handshake inside its accept loop (one silent client blocks
 //! everybody), trusts one CA, has no CRLs and never exposes the client CN; so TLS ends here,
@@ -9,18 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rustls::server::{Acceptor, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use sparring_pki::CertSummary;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::events::{
-    Direction, EventBus, EventKind, MqttRecord, RejectReason, TlsOutcome, TlsRecord,
-};
+use crate::events::{EventBus, EventKind, RejectReason, TlsOutcome, TlsRecord};
+use crate::mqtt_proxy::{self, BrokerBehaviour, Connection, ProxyShared};
 
 /// Whether and how devices must present a certificate.
 #[derive(Debug, Clone)]
@@ -47,6 +45,8 @@ pub struct GateConfig {
     pub handshake_timeout: Duration,
     /// Service name in events ("mqtt").
     pub service: String,
+    /// Faults and policy of the broker behind the gate.
+    pub broker: BrokerBehaviour,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,7 @@ impl Gate {
         let addr = listener
             .local_addr()
             .map_err(|source| GateError::Bind { addr: bind, source })?;
+        let proxy = Arc::new(ProxyShared::new(config.broker.clone()));
         let config = Arc::new(config);
         let task = tokio::spawn(async move {
             loop {
@@ -145,9 +146,10 @@ impl Gate {
                     continue;
                 };
                 let (tls, config, events) = (tls.clone(), config.clone(), events.clone());
-                tokio::spawn(
-                    async move { serve(stream, peer, upstream, tls, &config, &events).await },
-                );
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    serve(stream, peer, upstream, tls, &config, &events, &proxy).await
+                });
             }
         });
         Ok(Gate { addr, task })
@@ -167,6 +169,7 @@ async fn serve(
     tls: Arc<ServerConfig>,
     config: &GateConfig,
     events: &EventBus,
+    proxy_shared: &ProxyShared,
 ) {
     let started = Instant::now();
     let mut record = TlsRecord {
@@ -225,11 +228,19 @@ async fn serve(
         record.client_serial = Some(summary.serial.clone());
     }
     record.outcome = TlsOutcome::Established;
+    let client_cn = record.client_cn.clone();
     events.emit(&config.service, peer, EventKind::Tls(record));
     let Ok(upstream) = TcpStream::connect(upstream).await else {
         return;
     };
-    proxy(tls_stream, upstream, peer, config, events).await;
+    let connection = Connection {
+        peer,
+        service: &config.service,
+        client_cn,
+        events,
+        shared: proxy_shared,
+    };
+    mqtt_proxy::proxy(tls_stream, upstream, connection).await;
 }
 
 fn classify(error: &std::io::Error) -> TlsOutcome {
@@ -271,124 +282,6 @@ fn classify(error: &std::io::Error) -> TlsOutcome {
     }
 }
 
-/// Copies both ways, recording every complete MQTT packet in each direction.
-async fn proxy<S>(
-    device: S,
-    broker: TcpStream,
-    peer: SocketAddr,
-    config: &GateConfig,
-    events: &EventBus,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (device_rx, device_tx) = tokio::io::split(device);
-    let (broker_rx, broker_tx) = broker.into_split();
-    let emit = |record| events.emit(&config.service, peer, EventKind::Mqtt(record));
-    tokio::join!(
-        pump(device_rx, broker_tx, Direction::FromDevice, &emit),
-        pump(broker_rx, device_tx, Direction::ToDevice, &emit)
-    );
-}
-
-/// One direction of the proxy: forward, then parse what went through.
-async fn pump(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    direction: Direction,
-    emit: &impl Fn(MqttRecord),
-) {
-    let mut tap = MqttTap::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        tap.feed(&buf[..n], direction, emit);
-    }
-    let _ = to.shutdown().await;
-}
-
-/// Parses a byte stream into MQTT 3.1.1 packets with rumqttc's codec.
-#[derive(Default)]
-struct MqttTap {
-    buffer: BytesMut,
-    /// Once the stream stops parsing, it is forwarded without records.
-    broken: bool,
-}
-
-impl MqttTap {
-    fn feed(&mut self, bytes: &[u8], direction: Direction, emit: &impl Fn(MqttRecord)) {
-        if self.broken {
-            return;
-        }
-        self.buffer.extend_from_slice(bytes);
-        // Bounded by the buffer: every successful read consumes at least two bytes.
-        loop {
-            match rumqttc::Packet::read(&mut self.buffer, 1 << 20) {
-                Ok(packet) => emit(record(direction, &packet)),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return,
-                Err(_) => {
-                    self.broken = true;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn record(direction: Direction, packet: &rumqttc::Packet) -> MqttRecord {
-    use rumqttc::Packet as P;
-    let mut r = MqttRecord {
-        direction,
-        packet: String::new(),
-        client_id: None,
-        topic: None,
-        qos: None,
-        payload_size: None,
-        packet_id: None,
-        keep_alive: None,
-        clean_session: None,
-        username: None,
-    };
-    r.packet = match packet {
-        P::Connect(c) => {
-            r.client_id = Some(c.client_id.clone());
-            r.keep_alive = Some(c.keep_alive);
-            r.clean_session = Some(c.clean_session);
-            r.username = c.login.as_ref().map(|l| l.username.clone());
-            "CONNECT"
-        }
-        P::ConnAck(_) => "CONNACK",
-        P::Publish(p) => {
-            r.topic = Some(p.topic.clone());
-            r.qos = Some(p.qos as u8);
-            r.payload_size = Some(p.payload.len());
-            r.packet_id = Some(p.pkid);
-            "PUBLISH"
-        }
-        P::PubAck(a) => {
-            r.packet_id = Some(a.pkid);
-            "PUBACK"
-        }
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
-        P::Subscribe(s) => {
-            r.topic = s.filters.first().map(|f| f.path.clone());
-            r.packet_id = Some(s.pkid);
-            "SUBSCRIBE"
-        }
-        P::SubAck(_) => "SUBACK",
-        P::Unsubscribe(_) => "UNSUBSCRIBE",
-        P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq => "PINGREQ",
-        P::PingResp => "PINGRESP",
-        P::Disconnect => "DISCONNECT",
-    }
-    .to_owned();
-    r
-}
-
 /// Certificates as the gate needs them, from a generated PKI directory.
 pub fn from_pki(
     pki: &sparring_pki::PkiDir,
@@ -409,5 +302,6 @@ pub fn from_pki(
         client_auth,
         handshake_timeout: Duration::from_secs(10),
         service: "mqtt".to_owned(),
+        broker: BrokerBehaviour::default(),
     })
 }

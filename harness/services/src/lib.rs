@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod events;
 pub mod gate;
+pub mod mqtt_proxy;
 pub mod ota;
 pub mod sntp;
 
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 
 pub use events::{Event, EventBus, EventKind};
 pub use gate::{ClientAuth, Gate, GateConfig, GateError};
+pub use mqtt_proxy::{Ack, BrokerBehaviour};
 
 /// A broker behind the TLS gate.
 pub struct MqttService {

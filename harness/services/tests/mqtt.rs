@@ -5,55 +5,13 @@
 
 mod common;
 
-use common::{next_tls, pki};
+use common::{mqtt_options, next_tls, pki, start, start_with};
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
-use rustls::RootCertStore;
+use rumqttc::{AsyncClient, QoS};
 use sparring_services::events::{Direction, RejectReason, TlsOutcome};
-use sparring_services::{Event, EventBus, EventKind, MqttService, gate};
-use tokio::sync::broadcast;
-
-async fn start() -> (MqttService, broadcast::Receiver<Event>) {
-    start_with(gate::from_pki(pki(), "valid", true).unwrap()).await
-}
-
-async fn start_with(config: gate::GateConfig) -> (MqttService, broadcast::Receiver<Event>) {
-    let events = EventBus::default();
-    let receiver = events.subscribe();
-    let service = MqttService::start("127.0.0.1:0".parse().unwrap(), config, events)
-        .await
-        .unwrap();
-    (service, receiver)
-}
-
-fn client_config(device: Option<&str>) -> Arc<rustls::ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(pki().root().unwrap()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match device {
-        Some(profile) => builder
-            .with_client_auth_cert(pki().chain(profile).unwrap(), pki().key(profile).unwrap())
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    })
-}
-
-fn mqtt_options(id: &str, addr: SocketAddr, device: Option<&str>) -> MqttOptions {
-    let mut options = MqttOptions::new(id, "localhost", addr.port());
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        client_config(device),
-    )));
-    options.set_keep_alive(Duration::from_secs(30));
-    options
-}
+use sparring_services::{EventKind, gate};
 
 #[tokio::test]
 async fn valid_device_connects_publishes_and_receives() {

@@ -1,8 +1,15 @@
-//! One generated PKI per test binary, and waiting for the next TLS record on the event stream.
+//! One generated PKI per test binary, the broker behind its gate, rumqttc clients over mutual
+//! TLS, and waiting for the next TLS record on the event stream.
+#![allow(dead_code)] // each test binary uses its own part of this module
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::RootCertStore;
+use sparring_services::{EventBus, MqttService, gate};
 
 use sparring_pki::{Options, PkiDir, TempPki};
 use sparring_services::events::TlsRecord;
@@ -30,4 +37,42 @@ pub async fn next_tls(events: &mut broadcast::Receiver<Event>) -> TlsRecord {
     })
     .await
     .expect("a TLS event within 10 s")
+}
+
+pub async fn start() -> (MqttService, broadcast::Receiver<Event>) {
+    start_with(gate::from_pki(pki(), "valid", true).unwrap()).await
+}
+
+pub async fn start_with(config: gate::GateConfig) -> (MqttService, broadcast::Receiver<Event>) {
+    let events = EventBus::default();
+    let receiver = events.subscribe();
+    let service = MqttService::start("127.0.0.1:0".parse().unwrap(), config, events)
+        .await
+        .unwrap();
+    (service, receiver)
+}
+
+pub fn client_config(device: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki().root().unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match device {
+        Some(profile) => builder
+            .with_client_auth_cert(pki().chain(profile).unwrap(), pki().key(profile).unwrap())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+pub fn mqtt_options(id: &str, addr: SocketAddr, device: Option<&str>) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "localhost", addr.port());
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        client_config(device),
+    )));
+    options.set_keep_alive(Duration::from_secs(30));
+    options
 }
