@@ -24,6 +24,9 @@ use crate::scenario::Setup;
 pub const BROKER_HOST: &str = "broker.sparring.test";
 pub const SNTP_HOST: &str = "time.sparring.test";
 pub const OTA_HOST: &str = "ota.sparring.test";
+/// The ESP-AT version the scenarios flash (`${firmware.version}`, `esp-at/boot.toml`); the
+/// OTA server's `same-version` variant carries it too.
+pub const FIRMWARE_VERSION: &str = "2.4.0.0";
 /// The version the OTA server's images carry (scenarios flash an older one first).
 pub const OTA_VERSION: &str = "2.5.0.0";
 pub const WIFI_SSID: &str = "sparring-lab";
@@ -95,8 +98,7 @@ impl Environment {
             .main
             .find("ota_1")
             .map_or(0x100000, |p| p.size);
-        let mut ota_tls = gate::from_pki(pki, "valid", false)?;
-        ota_tls.service = "ota".to_owned();
+        let ota_tls = gate::from_pki(pki, "valid", false)?;
         let (gate, sntp, ota) = runtime.block_on(async {
             let gate = Gate::start(loopback, broker_plain, config, events.clone()).await?;
             let sntp = SntpServer::start(
@@ -112,7 +114,12 @@ impl Environment {
             let ota = OtaService::start(
                 loopback,
                 ota_tls,
-                OtaConfig { image, slot_size },
+                OtaConfig {
+                    image,
+                    slot_size,
+                    running_version: FIRMWARE_VERSION.to_owned(),
+                    files: None,
+                },
                 events.clone(),
             )
             .await?;
@@ -136,6 +143,7 @@ impl Environment {
         set("ota.url_len", url.len().to_string());
         set("ota.url", url);
         set("ota.version", OTA_VERSION.to_owned());
+        set("firmware.version", FIRMWARE_VERSION.to_owned());
         Ok(Environment {
             broker_plain,
             sntp: sntp.addr,

@@ -456,7 +456,8 @@ impl ScenarioRun<'_> {
         match &planned.step {
             Step::Flash(f) => {
                 let chip = self.bench.board.chip();
-                let app = AppSpec::new(chip, FIRMWARE_PROJECT, &f.version);
+                let version = self.text(planned, &f.version)?;
+                let app = AppSpec::new(chip, FIRMWARE_PROJECT, &version);
                 let storage = self.loaded.scenario.board.at_storage.into();
                 let files = flash_set::esp_at(chip, &app, storage)
                     .map_err(|e| StepFailure::Error(e.to_string()))?;

@@ -45,8 +45,18 @@ pub struct GateConfig {
     pub handshake_timeout: Duration,
     /// Service name in events ("mqtt").
     pub service: String,
-    /// Faults and policy of the broker behind the gate.
+    /// What flows through once TLS is up.
+    pub protocol: Protocol,
+    /// Faults and policy of the broker behind the gate (MQTT only).
     pub broker: BrokerBehaviour,
+}
+
+/// What the gate forwards: MQTT is cut into packets (each recorded, broker faults applied);
+/// anything else (HTTP to the OTA server) is copied as it comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+    Raw,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +240,14 @@ async fn serve(
     record.outcome = TlsOutcome::Established;
     let client_cn = record.client_cn.clone();
     events.emit(&config.service, peer, EventKind::Tls(record));
-    let Ok(upstream) = TcpStream::connect(upstream).await else {
+    let Ok(mut upstream) = TcpStream::connect(upstream).await else {
         return;
     };
+    if config.protocol == Protocol::Raw {
+        let mut tls_stream = tls_stream;
+        let _ = tokio::io::copy_bidirectional(&mut tls_stream, &mut upstream).await;
+        return;
+    }
     let connection = Connection {
         peer,
         service: &config.service,
@@ -302,6 +317,7 @@ pub fn from_pki(
         client_auth,
         handshake_timeout: Duration::from_secs(10),
         service: "mqtt".to_owned(),
+        protocol: Protocol::Mqtt,
         broker: BrokerBehaviour::default(),
     })
 }
