@@ -1,5 +1,6 @@
-//! `sparring serve` as a user runs it: ready line, a real client (mosquitto_pub) shows up in
-//! the event lines, Ctrl-C ends it cleanly.
+//! `sparring serve` as a user runs it: ready line, real clients (mosquitto_pub, curl) show up
+//! in the event lines, a `--config` file's broker fault is applied, Ctrl-C ends it cleanly;
+//! a broken config file is one clear error.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -27,9 +28,22 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
         .unwrap();
     assert!(generated.status.success());
 
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "[broker]\ndelay = [\"puback\"]\ndelay-ms = 10\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(["serve", "--mqtt-port", "0", "--sntp-port", "0", "--certs"])
+        .args([
+            "serve",
+            "--mqtt-port",
+            "0",
+            "--sntp-port",
+            "0",
+            "--ota-port",
+            "0",
+        ])
+        .arg("--certs")
         .arg(&certs)
+        .arg("--config")
+        .arg(&config)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -66,6 +80,8 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
             "hi",
             "-i",
             "sparring-dut-1",
+            "-q",
+            "1",
             "--cafile",
         ])
         .arg(certs.join("ca/root.pem"))
@@ -94,6 +110,45 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
     assert!(
         seen.iter()
             .any(|l| l.contains("TLS sni=localhost client_cn=sparring-dut-1 established")),
+        "{seen:#?}"
+    );
+    // The config file's fault: the PUBACK went out late.
+    while !seen.iter().any(|l: &String| l.contains("PUBACK")) {
+        seen.push(
+            incoming
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no PUBACK event in {seen:#?}")),
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("PUBACK") && l.contains("[delayed]")),
+        "{seen:#?}"
+    );
+
+    // The OTA server from the ready line, with curl.
+    let ota = ready["ota"].as_str().unwrap().to_owned();
+    let fetched = Command::new("curl")
+        .args(["--silent", "--show-error", "--output", "/dev/null"])
+        .args(["--write-out", "%{http_code} %{size_download}", "--cacert"])
+        .arg(certs.join("ca/root.pem"))
+        .arg(format!("{ota}variants/valid.bin"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&fetched.stdout).into_owned();
+    assert!(answer.starts_with("200 "), "{answer} {fetched:?}");
+    while !seen.iter().any(|l: &String| l.contains("HTTP GET")) {
+        seen.push(
+            incoming
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no HTTP event in {seen:#?}")),
+        );
+    }
+    let size = answer.split(' ').nth(1).unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("HTTP GET /variants/valid.bin -> 200 (")
+                && l.contains(&format!("({size} bytes)"))),
         "{seen:#?}"
     );
 
@@ -137,6 +192,42 @@ fn an_unknown_profile_is_a_usage_error_naming_the_known_ones() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("unknown profile \"bogus\"; known profiles: valid, expired"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_config_file_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let generated = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "[broker]\nwithhold = [\"pubrel\"]\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args([
+            "serve",
+            "--mqtt-port",
+            "0",
+            "--sntp-port",
+            "0",
+            "--ota-port",
+            "0",
+        ])
+        .arg("--certs")
+        .arg(&certs)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("serve.toml") && stderr.contains("line 2") && stderr.contains("pubrel"),
         "{stderr}"
     );
 }

@@ -1,23 +1,40 @@
 //! `sparring serve`: the device-facing services standalone, for work with a real board by hand.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use esp_formats::Chip;
+use esp_formats::image::AppSpec;
 use sparring_pki::PkiDir;
 use sparring_services::events::{EventKind, TlsOutcome};
+use sparring_services::ota::{OtaConfig, OtaService};
 use sparring_services::sntp::{SntpConfig, SntpServer};
-use sparring_services::{EventBus, MqttService, gate};
+use sparring_services::{BrokerBehaviour, EventBus, MqttService, gate};
 
-/// Run the mutual-TLS MQTT broker (behind sparring's TLS gate) and the SNTP server until
-/// Ctrl-C, printing what devices do.
+/// Run the mutual-TLS MQTT broker (behind sparring's TLS gate), the HTTPS OTA server and the
+/// SNTP server until Ctrl-C, printing what devices do.
 ///
 /// Prints one JSON line with every address and the CA file to give the firmware, e.g.
-/// `{"mqtt":"127.0.0.1:8883","sntp":"127.0.0.1:1123","ca":"certs/out/ca/root.pem"}`, then one
-/// line per event. Binds loopback by default: a real board on the network needs the host's LAN
-/// address (`--bind 192.168.1.20`), and certificates issued for it (`sparring certs --ip ...`).
-/// (The OTA server is not part of this command yet.)
+/// `{"mqtt":"127.0.0.1:8883","ota":"https://127.0.0.1:8443/","sntp":"127.0.0.1:1123",
+/// "ca":"certs/out/ca/root.pem"}`, then one line per event. Binds loopback by default: a real
+/// board on the network needs the host's LAN address (`--bind 192.168.1.20`), and certificates
+/// issued for it (`sparring certs --ip ...`).
+///
+/// The OTA server serves `/variants/<name>.bin` (valid, truncated, corrupt-byte, bad-sha,
+/// wrong-chip, older-version, same-version, oversize, throttled?rate=N, stall-after?after=N,
+/// reset-after?after=N, wrong-length, 404, 500, redirect) derived from one image, and
+/// `/files/<name>` from a directory; Range requests resume.
+///
+/// `--config FILE` (TOML) sets what flags do not:
+///
+///   [broker]   refuse-connects = 2, withhold-connack = 1, disconnect-after-ms = 30000,
+///              withhold = ["puback", "suback", "pingresp", "connack"], delay = [...],
+///              delay-ms = 5000, client-id-must-match-cn = true
+///
+///   [ota]      image = "build/app.bin", files = "build/", running-version = "2.4.0.0",
+///              slot-size = 1900544
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A directory written by `sparring certs`.
@@ -41,9 +58,73 @@ pub struct Args {
     /// Do not require a client certificate.
     #[arg(long)]
     no_client_auth: bool,
+    /// HTTPS OTA port (0: any free port).
+    #[arg(long, default_value_t = 8443)]
+    ota_port: u16,
     /// Also append every event as a JSON line to this file.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// Broker faults and OTA settings (TOML; see above).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `--config`'s file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServeConfig {
+    broker: BrokerBehaviour,
+    ota: OtaSettings,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct OtaSettings {
+    /// The app image the variants derive from (default: a generated ESP-AT image).
+    image: Option<PathBuf>,
+    /// Served under `/files/`.
+    files: Option<PathBuf>,
+    /// The version the board runs (`same-version`).
+    running_version: String,
+    /// The OTA slot size (`oversize` exceeds it).
+    slot_size: u32,
+}
+
+impl Default for OtaSettings {
+    fn default() -> Self {
+        Self {
+            image: None,
+            files: None,
+            running_version: sparring_runner::environment::FIRMWARE_VERSION.to_owned(),
+            // ESP-AT's ESP32-C3 layout: ota_0/ota_1 are 0x1D0000 bytes.
+            slot_size: 0x1D_0000,
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<ServeConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // toml's message names the line and column and what was expected.
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The OTA server's base image: the configured file (validated), or a generated ESP-AT app.
+fn ota_image(settings: &OtaSettings) -> anyhow::Result<Vec<u8>> {
+    match &settings.image {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            esp_formats::image::parse(&bytes)
+                .with_context(|| format!("{} is not a valid app image", path.display()))?;
+            Ok(bytes)
+        }
+        None => Ok(esp_formats::image::build_app(&AppSpec::new(
+            Chip::Esp32C3,
+            "esp-at",
+            sparring_runner::environment::OTA_VERSION,
+        ))?),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -58,7 +139,18 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             args.certs.display()
         )
     })?;
-    let config = gate::from_pki(&pki, &args.profile, !args.no_client_auth)?;
+    let settings = match &args.config {
+        Some(path) => load_config(path)?,
+        None => ServeConfig::default(),
+    };
+    let mut config = gate::from_pki(&pki, &args.profile, !args.no_client_auth)?;
+    config.broker = settings.broker.clone();
+    let ota_config = OtaConfig {
+        image: ota_image(&settings.ota)?,
+        slot_size: settings.ota.slot_size,
+        running_version: settings.ota.running_version.clone(),
+        files: settings.ota.files.clone(),
+    };
     let events = EventBus::default();
     let mut receiver = events.subscribe();
     let mqtt = MqttService::start(
@@ -74,14 +166,31 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let sntp = SntpServer::start(
         SocketAddr::new(args.bind, args.sntp_port),
         sntp_config,
-        events,
+        events.clone(),
     )
     .await
     .with_context(|| format!("binding SNTP on {}:{}", args.bind, args.sntp_port))?;
+    // The OTA server always presents the valid profile and asks for no client certificate,
+    // as OTA servers do; the broker presents the chosen profile.
+    let ota = OtaService::start(
+        SocketAddr::new(args.bind, args.ota_port),
+        gate::from_pki(&pki, "valid", false)?,
+        ota_config,
+        events.clone(),
+    )
+    .await
+    .with_context(|| format!("starting OTA on {}:{}", args.bind, args.ota_port))?;
     let ca = pki.path(&pki.manifest.authorities.root.cert.pem);
     println!(
         "{}",
-        serde_json::json!({"mqtt": mqtt.gate.addr, "sntp": sntp.addr, "ca": ca, "profile": args.profile})
+        serde_json::json!({
+            "mqtt": mqtt.gate.addr,
+            "ota": format!("https://{}/", ota.addr),
+            "ota_plain": format!("http://{}/", ota.plain),
+            "sntp": sntp.addr,
+            "ca": ca,
+            "profile": args.profile,
+        })
     );
     let mut file = match &args.events {
         Some(path) => Some(
@@ -137,10 +246,14 @@ fn describe(event: &sparring_services::Event) -> String {
             )
         }
         EventKind::Mqtt(m) => format!(
-            "{head} MQTT {:?} {} {}",
+            "{head} MQTT {:?} {} {}{}",
             m.direction,
             m.packet,
-            m.topic.as_deref().or(m.client_id.as_deref()).unwrap_or("")
+            m.topic.as_deref().or(m.client_id.as_deref()).unwrap_or(""),
+            m.fault
+                .as_deref()
+                .map(|f| format!(" [{f}]"))
+                .unwrap_or_default()
         ),
         EventKind::Sntp(s) => format!(
             "{head} SNTP {} (skew {} s)",
