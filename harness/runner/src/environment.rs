@@ -78,6 +78,7 @@ impl Environment {
         let profile = setup.server_profile.as_deref().unwrap_or("valid");
         let mut config = gate::from_pki(pki, profile, setup.client_auth)?;
         config.broker = setup.broker.clone();
+        config.tls = setup.tls.clone();
         config.handshake_timeout = Duration::from_secs(10);
         let events = EventBus::default();
         let mut receiver = events.subscribe();

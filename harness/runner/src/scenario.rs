@@ -87,6 +87,10 @@ pub struct Setup {
     /// "connack"]`), `delay-ms`, `client-id-must-match-cn`.
     #[serde(default)]
     pub broker: sparring_services::BrokerBehaviour,
+    /// The broker's TLS: `versions` (`["1.2"]`, `["1.3"]`), `cipher-suites` (rustls names),
+    /// `alpn` (`["x-amzn-mqtt-ca"]`).
+    #[serde(default)]
+    pub tls: sparring_services::TlsSettings,
     /// Defect switches this scenario turns on itself (`crash-on-large-record`, ...), on top of
     /// the run's `--defect`s.
     #[serde(default)]

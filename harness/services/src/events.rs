@@ -41,6 +41,9 @@ pub struct TlsRecord {
     pub cipher_suites_offered: Vec<String>,
     pub version: Option<String>,
     pub cipher_suite: Option<String>,
+    /// The ALPN protocol agreed on, if any.
+    #[serde(default)]
+    pub alpn: Option<String>,
     /// The device's certificate, when it presented one.
     pub client_cn: Option<String>,
     pub client_issuer: Option<String>,
@@ -77,6 +80,10 @@ pub enum RejectReason {
     UnknownIssuer,
     Revoked,
     BadSignature,
+    /// The device offered ALPN protocols, none of them one the gate accepts.
+    NoCommonAlpn,
+    /// No protocol version or cipher suite in common.
+    NoCommonParameters,
     Other,
 }
 

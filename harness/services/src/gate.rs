@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rustls::server::{Acceptor, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 use sparring_pki::CertSummary;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
@@ -45,10 +46,36 @@ pub struct GateConfig {
     pub handshake_timeout: Duration,
     /// Service name in events ("mqtt").
     pub service: String,
+    /// Allowed versions, cipher suites and ALPN protocols.
+    pub tls: TlsSettings,
     /// What flows through once TLS is up.
     pub protocol: Protocol,
     /// Faults and policy of the broker behind the gate (MQTT only).
     pub broker: BrokerBehaviour,
+}
+
+/// A TLS protocol version, as configuration files spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// What the server side of the handshake allows (defaults: TLS 1.2 and 1.3, rustls's cipher
+/// suites, no ALPN).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    /// `["1.2"]` refuses TLS 1.3 clients and the reverse; empty allows both.
+    pub versions: Vec<TlsVersion>,
+    /// Cipher suites by rustls's names (`TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`, ...); empty allows rustls's defaults.
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocols accepted (`["mqtt"]`, AWS's `["x-amzn-mqtt-ca"]`); a client offering
+    /// only others is refused with `no_application_protocol`. Empty: no ALPN.
+    pub alpn: Vec<String>,
 }
 
 /// What the gate forwards: MQTT is cut into packets (each recorded, broker faults applied);
@@ -65,6 +92,8 @@ pub enum GateError {
     Tls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("unknown cipher suite {name:?}; rustls knows {known}")]
+    UnknownCipherSuite { name: String, known: String },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -80,8 +109,39 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// `with_single_cert`, which refuses chains whose first certificate does not match the key —
 /// exactly what the `reversed-chain` fault profile must be able to serve.
 fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
+    let settings = &config.tls;
+    let mut suites = rustls::crypto::aws_lc_rs::default_provider();
+    if !settings.cipher_suites.is_empty() {
+        let name = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+        let known: Vec<String> = suites.cipher_suites.iter().map(name).collect();
+        if let Some(unknown) = settings
+            .cipher_suites
+            .iter()
+            .find(|wanted| !known.contains(wanted))
+        {
+            return Err(GateError::UnknownCipherSuite {
+                name: unknown.clone(),
+                known: known.join(", "),
+            });
+        }
+        suites
+            .cipher_suites
+            .retain(|s| settings.cipher_suites.contains(&name(s)));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = if settings.versions.is_empty() {
+        rustls::DEFAULT_VERSIONS.to_vec()
+    } else {
+        settings
+            .versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+            })
+            .collect()
+    };
     let builder =
-        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        ServerConfig::builder_with_provider(Arc::new(suites)).with_protocol_versions(&versions)?;
     let builder = match &config.client_auth {
         ClientAuth::Required { roots, crls } | ClientAuth::Optional { roots, crls } => {
             let mut store = RootCertStore::empty();
@@ -110,9 +170,13 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
         config.chain.clone(),
         signing_key,
     ));
-    Ok(Arc::new(
-        builder.with_cert_resolver(Arc::new(FixedCert(certified))),
-    ))
+    let mut server = builder.with_cert_resolver(Arc::new(FixedCert(certified)));
+    server.alpn_protocols = settings
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Arc::new(server))
 }
 
 /// Serves the same chain to every client, whatever it is.
@@ -188,6 +252,7 @@ async fn serve(
         cipher_suites_offered: Vec::new(),
         version: None,
         cipher_suite: None,
+        alpn: None,
         client_cn: None,
         client_issuer: None,
         client_serial: None,
@@ -228,6 +293,9 @@ async fn serve(
     record.cipher_suite = session
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()));
+    record.alpn = session
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     if let Some(summary) = session
         .peer_certificates()
         .and_then(|c| c.first())
@@ -286,6 +354,12 @@ fn classify(error: &std::io::Error) -> TlsOutcome {
             };
             rejected(reason, format!("{e:?}"))
         }
+        Some(rustls::Error::NoApplicationProtocol) => {
+            rejected(RejectReason::NoCommonAlpn, error.to_string())
+        }
+        Some(rustls::Error::PeerIncompatible(e)) => {
+            rejected(RejectReason::NoCommonParameters, format!("{e:?}"))
+        }
         Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::PeerMisbehaved(_)) => {
             rejected(RejectReason::Other, error.to_string())
         }
@@ -317,6 +391,7 @@ pub fn from_pki(
         client_auth,
         handshake_timeout: Duration::from_secs(10),
         service: "mqtt".to_owned(),
+        tls: TlsSettings::default(),
         protocol: Protocol::Mqtt,
         broker: BrokerBehaviour::default(),
     })

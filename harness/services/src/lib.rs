@@ -11,7 +11,7 @@ pub mod sntp;
 use std::net::SocketAddr;
 
 pub use events::{Event, EventBus, EventKind};
-pub use gate::{ClientAuth, Gate, GateConfig, GateError, Protocol};
+pub use gate::{ClientAuth, Gate, GateConfig, GateError, Protocol, TlsSettings, TlsVersion};
 pub use mqtt_proxy::{Ack, BrokerBehaviour};
 
 /// A broker behind the TLS gate.

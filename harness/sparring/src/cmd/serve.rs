@@ -11,7 +11,7 @@ use sparring_pki::PkiDir;
 use sparring_services::events::{EventKind, TlsOutcome};
 use sparring_services::ota::{OtaConfig, OtaService};
 use sparring_services::sntp::{SntpConfig, SntpServer};
-use sparring_services::{BrokerBehaviour, EventBus, MqttService, gate};
+use sparring_services::{BrokerBehaviour, EventBus, MqttService, TlsSettings, gate};
 
 /// Run the mutual-TLS MQTT broker (behind sparring's TLS gate), the HTTPS OTA server and the
 /// SNTP server until Ctrl-C, printing what devices do.
@@ -32,6 +32,9 @@ use sparring_services::{BrokerBehaviour, EventBus, MqttService, gate};
 ///   [broker]   refuse-connects = 2, withhold-connack = 1, disconnect-after-ms = 30000,
 ///              withhold = ["puback", "suback", "pingresp", "connack"], delay = [...],
 ///              delay-ms = 5000, client-id-must-match-cn = true
+///
+///   [tls]      versions = ["1.2"], cipher-suites = ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+///              alpn = ["x-amzn-mqtt-ca"]   (the broker's listener)
 ///
 ///   [ota]      image = "build/app.bin", files = "build/", running-version = "2.4.0.0",
 ///              slot-size = 1900544
@@ -74,6 +77,7 @@ pub struct Args {
 #[serde(default, deny_unknown_fields)]
 struct ServeConfig {
     broker: BrokerBehaviour,
+    tls: TlsSettings,
     ota: OtaSettings,
 }
 
@@ -145,6 +149,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut config = gate::from_pki(&pki, &args.profile, !args.no_client_auth)?;
     config.broker = settings.broker.clone();
+    config.tls = settings.tls.clone();
     let ota_config = OtaConfig {
         image: ota_image(&settings.ota)?,
         slot_size: settings.ota.slot_size,
