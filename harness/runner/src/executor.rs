@@ -930,7 +930,8 @@ impl ScenarioRun<'_> {
         facts
     }
 
-    /// Raw bytes and timestamped lines of both ports, whatever happened.
+    /// Raw bytes and timestamped lines of both ports and the services' events, whatever
+    /// happened.
     fn write_logs(&self) -> BTreeMap<String, String> {
         let dir = self
             .context
@@ -955,6 +956,17 @@ impl ScenarioRun<'_> {
             if std::fs::write(&raw, capture.raw()).is_ok() && std::fs::write(&lines, text).is_ok() {
                 written.insert(port_name(port).to_owned(), raw.display().to_string());
             }
+        }
+        // The services' events, one JSON object per line (serve's `--events` format).
+        let events = dir.join(format!("{}.events.jsonl", self.id()));
+        let jsonl: String = observed
+            .events
+            .iter()
+            .filter_map(|e| serde_json::to_string(e).ok())
+            .map(|line| line + "\n")
+            .collect();
+        if std::fs::write(&events, jsonl).is_ok() {
+            written.insert("events".to_owned(), events.display().to_string());
         }
         written
     }

@@ -213,3 +213,81 @@ async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
         }
     ));
 }
+
+#[tokio::test]
+async fn mosquitto_sub_receives_what_a_device_publishes() {
+    let found = std::process::Command::new("mosquitto_sub")
+        .arg("--help")
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "mosquitto_sub is required under CI (.ci/run installs it)"
+    );
+    if !found {
+        return;
+    }
+    let (service, mut events) = start().await;
+    let profile = pki().profile("device-valid").unwrap();
+    // One message, at most 20 s.
+    let subscriber = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &service.gate.addr.port().to_string(),
+        ])
+        .args(["-t", "sparring/out", "-i", "sparring-dut-1", "-q", "1"])
+        .args(["-C", "1", "-W", "20"])
+        .arg("--cafile")
+        .arg(pki().path(&pki().manifest.authorities.root.cert.pem))
+        .arg("--cert")
+        .arg(pki().path(&profile.files.chain_pem))
+        .arg("--key")
+        .arg(pki().path(&profile.files.key.pem))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Publish only once the gate saw the subscription.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let EventKind::Mqtt(m) = events.recv().await.unwrap().kind
+                && m.packet == "SUBSCRIBE"
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("mosquitto_sub subscribed");
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options("sparring-dut-2", service.gate.addr, Some("device-valid")),
+        10,
+    );
+    client
+        .publish(
+            "sparring/out",
+            QoS::AtLeastOnce,
+            false,
+            b"telemetry 42".to_vec(),
+        )
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), async {
+        let waiting = subscriber.wait_with_output();
+        tokio::pin!(waiting);
+        loop {
+            tokio::select! {
+                output = &mut waiting => return output.unwrap(),
+                _ = eventloop.poll() => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "telemetry 42"
+    );
+}

@@ -1,6 +1,7 @@
 //! Every server-side fault profile served by the gate, met by clients that verify: a rustls
 //! client fails exactly as the manifest says, and the gate records the alert it sent back;
-//! `openssl s_client` shows the SNI a client sends.
+//! `openssl s_client` (verifying hostname or IP, CRL and purpose) agrees on every profile and
+//! shows the SNI a client sends.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -142,4 +143,67 @@ async fn openssl_s_client_sni_is_recorded() {
     assert_eq!(record.sni.as_deref(), Some("broker.sparring.test"));
     assert_eq!(record.outcome, TlsOutcome::Established);
     assert!(record.version.is_some() && record.cipher_suite.is_some());
+}
+
+#[tokio::test]
+async fn every_server_profile_meets_openssl_s_client_as_the_manifest_says() {
+    let found = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "openssl is required under CI (.ci/run installs it)"
+    );
+    if !found {
+        return;
+    }
+    let root = pki().path(&pki().manifest.authorities.root.cert.pem);
+    let crl = pki().path(&pki().manifest.crl.pem);
+    for profile in pki()
+        .manifest
+        .profiles
+        .iter()
+        .filter(|p| p.side == Side::Server)
+    {
+        let gate = gate_for(&profile.name, EventBus::default()).await;
+        let mut command = tokio::process::Command::new("openssl");
+        command
+            .args(["s_client", "-connect", &gate.addr.to_string()])
+            .args([
+                "-verify_return_error",
+                "-crl_check",
+                "-purpose",
+                "sslserver",
+            ])
+            .arg("-CAfile")
+            .arg(&root)
+            .arg("-CRL")
+            .arg(&crl);
+        match profile.connect_by {
+            ConnectBy::Name => command.args([
+                "-servername",
+                "broker.sparring.test",
+                "-verify_hostname",
+                "broker.sparring.test",
+            ]),
+            ConnectBy::Ip => command.args(["-verify_ip", &pki().manifest.ips[0].to_string()]),
+        };
+        let output = command
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let accepted = text.contains("Verify return code: 0 (ok)");
+        assert_eq!(
+            accepted,
+            profile.expected == Expected::Accept,
+            "profile {}: openssl said {}",
+            profile.name,
+            text.lines()
+                .find(|l| l.contains("Verify return code"))
+                .unwrap_or("no verify result")
+        );
+    }
 }

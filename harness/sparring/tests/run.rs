@@ -75,6 +75,14 @@ fn the_suite_passes_on_the_virtual_board_and_writes_three_reports() {
         at_log.contains("+MQTTSUBRECV:0,\"sparring/cmd\",12,reboot-later"),
         "{at_log}"
     );
+    // And the services' events, one JSON object per line.
+    let events = std::fs::read_to_string(logs.join("tls-valid.events.jsonl")).unwrap();
+    let connect = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["packet"] == "CONNECT")
+        .unwrap_or_else(|| panic!("no CONNECT in {events}"));
+    assert_eq!(connect["client_id"], "sparring-dut-1", "{connect}");
 }
 
 /// Each switch, a scenario it must make fail, and words the failure reason must contain.
