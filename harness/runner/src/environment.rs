@@ -12,6 +12,7 @@ use esp_formats::Chip;
 use esp_formats::image::AppSpec;
 use sparring_pki::PkiDir;
 use sparring_services::EventBus;
+use sparring_services::broker::BrokerAddrs;
 use sparring_services::gate::{self, Gate};
 use sparring_services::ota::{OtaConfig, OtaService, Variant};
 use sparring_services::sntp::{SntpConfig, SntpServer};
@@ -71,7 +72,7 @@ impl Environment {
         runtime: &Runtime,
         chip: Chip,
         pki: &PkiDir,
-        broker_plain: SocketAddr,
+        broker: BrokerAddrs,
         setup: &Setup,
         observations: Arc<Observations>,
     ) -> Result<Environment, EnvironmentError> {
@@ -79,6 +80,7 @@ impl Environment {
         let mut config = gate::from_pki(pki, profile, setup.client_auth)?;
         config.broker = setup.broker.clone();
         config.tls = setup.tls.clone();
+        config.mqtt5_upstream = Some(broker.v5);
         config.handshake_timeout = Duration::from_secs(10);
         let events = EventBus::default();
         let mut receiver = events.subscribe();
@@ -101,7 +103,7 @@ impl Environment {
             .map_or(0x100000, |p| p.size);
         let ota_tls = gate::from_pki(pki, "valid", false)?;
         let (gate, sntp, ota) = runtime.block_on(async {
-            let gate = Gate::start(loopback, broker_plain, config, events.clone()).await?;
+            let gate = Gate::start(loopback, broker.v4, config, events.clone()).await?;
             let sntp = SntpServer::start(
                 loopback,
                 SntpConfig {
@@ -146,7 +148,7 @@ impl Environment {
         set("ota.version", OTA_VERSION.to_owned());
         set("firmware.version", FIRMWARE_VERSION.to_owned());
         Ok(Environment {
-            broker_plain,
+            broker_plain: broker.v4,
             sntp: sntp.addr,
             _gate: gate,
             _sntp: sntp,

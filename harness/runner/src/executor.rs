@@ -16,6 +16,7 @@ use esp_formats::image::AppSpec;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 use sparring_pki::PkiDir;
+use sparring_services::broker::BrokerAddrs;
 use sparring_services::events::{Direction, TlsOutcome};
 use sparring_services::{Event, EventKind};
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
@@ -161,7 +162,10 @@ pub fn run(
     let broker =
         sparring_services::broker::start_rumqttd().map_err(|e| RunError::Broker(e.to_string()))?;
     runtime
-        .block_on(sparring_services::wait_for_listener(broker))
+        .block_on(async {
+            sparring_services::wait_for_listener(broker.v4).await?;
+            sparring_services::wait_for_listener(broker.v5).await
+        })
         .map_err(|e| RunError::Broker(e.to_string()))?;
     let version = firmware_version(scenarios);
     let mut benches = Vec::new();
@@ -260,7 +264,7 @@ fn skipped(bench: &Bench, loaded: &LoadedScenario, reason: &str) -> ScenarioResu
 struct Context<'a> {
     runtime: &'a tokio::runtime::Runtime,
     pki: &'a PkiDir,
-    broker: SocketAddr,
+    broker: BrokerAddrs,
     options: &'a RunOptions,
 }
 

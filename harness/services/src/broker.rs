@@ -10,12 +10,33 @@ pub enum BrokerError {
     Config(serde_json::Error),
 }
 
-/// Starts rumqttd (MQTT 3.1.1) on a free loopback port, on its own thread: its `start()`
-/// blocks forever and cannot report the port it bound, so the port is chosen first.
-pub fn start_rumqttd() -> Result<SocketAddr, BrokerError> {
-    let addr = TcpListener::bind("127.0.0.1:0")
+/// rumqttd's plaintext listeners on loopback.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerAddrs {
+    /// MQTT 3.1.1.
+    pub v4: SocketAddr,
+    /// MQTT 5.
+    pub v5: SocketAddr,
+}
+
+fn free_port() -> Result<SocketAddr, BrokerError> {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(BrokerError::Port)?;
+        .map_err(BrokerError::Port)
+}
+
+/// Starts rumqttd (MQTT 3.1.1 and MQTT 5 listeners) on free loopback ports, on its own
+/// thread: its `start()` blocks forever and cannot report the ports it bound, so they are
+/// chosen first.
+pub fn start_rumqttd() -> Result<BrokerAddrs, BrokerError> {
+    let addr = free_port()?;
+    let v5 = free_port()?;
+    let connections = serde_json::json!({
+        "connection_timeout_ms": 60000,
+        "max_payload_size": 1048576,
+        "max_inflight_count": 100,
+        "dynamic_filters": true
+    });
     // rumqttd's Config is built through serde because most of its settings structs have
     // private fields or no constructors.
     let config: rumqttd::Config = serde_json::from_value(serde_json::json!({
@@ -31,12 +52,15 @@ pub fn start_rumqttd() -> Result<SocketAddr, BrokerError> {
                 "name": "v4-1",
                 "listen": addr.to_string(),
                 "next_connection_delay_ms": 0,
-                "connections": {
-                    "connection_timeout_ms": 60000,
-                    "max_payload_size": 1048576,
-                    "max_inflight_count": 100,
-                    "dynamic_filters": true
-                }
+                "connections": connections
+            }
+        },
+        "v5": {
+            "1": {
+                "name": "v5-1",
+                "listen": v5.to_string(),
+                "next_connection_delay_ms": 0,
+                "connections": connections
             }
         }
     }))
@@ -50,5 +74,5 @@ pub fn start_rumqttd() -> Result<SocketAddr, BrokerError> {
             }
         })
         .map_err(BrokerError::Port)?;
-    Ok(addr)
+    Ok(BrokerAddrs { v4: addr, v5 })
 }

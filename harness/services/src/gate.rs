@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::events::{EventBus, EventKind, RejectReason, TlsOutcome, TlsRecord};
-use crate::mqtt_proxy::{self, BrokerBehaviour, Connection, ProxyShared};
+use crate::mqtt_proxy::{self, BrokerBehaviour, Connection, ProxyShared, Upstreams};
 
 /// Whether and how devices must present a certificate.
 #[derive(Debug, Clone)]
@@ -50,6 +50,9 @@ pub struct GateConfig {
     pub tls: TlsSettings,
     /// What flows through once TLS is up.
     pub protocol: Protocol,
+    /// rumqttd's MQTT 5 listener, for devices whose CONNECT says MQTT 5 (the gate's upstream
+    /// is the MQTT 3.1.1 one).
+    pub mqtt5_upstream: Option<SocketAddr>,
     /// Faults and policy of the broker behind the gate (MQTT only).
     pub broker: BrokerBehaviour,
 }
@@ -308,10 +311,10 @@ async fn serve(
     record.outcome = TlsOutcome::Established;
     let client_cn = record.client_cn.clone();
     events.emit(&config.service, peer, EventKind::Tls(record));
-    let Ok(mut upstream) = TcpStream::connect(upstream).await else {
-        return;
-    };
     if config.protocol == Protocol::Raw {
+        let Ok(mut upstream) = TcpStream::connect(upstream).await else {
+            return;
+        };
         let mut tls_stream = tls_stream;
         let _ = tokio::io::copy_bidirectional(&mut tls_stream, &mut upstream).await;
         return;
@@ -323,7 +326,11 @@ async fn serve(
         events,
         shared: proxy_shared,
     };
-    mqtt_proxy::proxy(tls_stream, upstream, connection).await;
+    let upstreams = Upstreams {
+        v4: upstream,
+        v5: config.mqtt5_upstream,
+    };
+    mqtt_proxy::proxy(tls_stream, upstreams, connection).await;
 }
 
 fn classify(error: &std::io::Error) -> TlsOutcome {
@@ -393,6 +400,7 @@ pub fn from_pki(
         service: "mqtt".to_owned(),
         tls: TlsSettings::default(),
         protocol: Protocol::Mqtt,
+        mqtt5_upstream: None,
         broker: BrokerBehaviour::default(),
     })
 }

@@ -17,7 +17,10 @@ pub use mqtt_proxy::{Ack, BrokerBehaviour};
 /// A broker behind the TLS gate.
 pub struct MqttService {
     pub gate: Gate,
+    /// rumqttd's MQTT 3.1.1 listener (plaintext, loopback).
     pub broker: SocketAddr,
+    /// rumqttd's MQTT 5 listener.
+    pub broker_v5: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +34,26 @@ pub enum ServiceError {
 }
 
 impl MqttService {
-    /// Starts rumqttd and the gate in front of it; events go to `events`.
+    /// Starts rumqttd and the gate in front of it (routing MQTT 5 CONNECTs to rumqttd's
+    /// MQTT 5 listener); events go to `events`.
     pub async fn start(
         bind: SocketAddr,
         config: GateConfig,
         events: EventBus,
     ) -> Result<MqttService, ServiceError> {
         let broker = broker::start_rumqttd()?;
-        wait_for_listener(broker).await?;
-        let gate = Gate::start(bind, broker, config, events).await?;
-        Ok(MqttService { gate, broker })
+        wait_for_listener(broker.v4).await?;
+        wait_for_listener(broker.v5).await?;
+        let config = GateConfig {
+            mqtt5_upstream: Some(broker.v5),
+            ..config
+        };
+        let gate = Gate::start(bind, broker.v4, config, events).await?;
+        Ok(MqttService {
+            gate,
+            broker: broker.v4,
+            broker_v5: broker.v5,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! The MQTT side of the TLS gate: the plaintext between a device and rumqttd, cut into packets
-//! with rumqttc's codec, each recorded as an event, and the broker's misbehaviour on demand —
+//! The MQTT side of the TLS gate: the plaintext between a device and rumqttd (its MQTT 3.1.1
+//! or MQTT 5 listener, as the CONNECT asks), cut into packets with rumqttc's codecs, each
+//! recorded as an event, and the broker's misbehaviour on demand —
 //! refused or withheld CONNACKs, withheld or delayed acknowledgements, a disconnect some time
 //! after a good connect — plus the cloud-broker policy "client id = certificate CN".
 //!
@@ -23,10 +24,6 @@ use crate::events::{Direction, EventBus, EventKind, MqttRecord};
 /// Largest packet the tap parses (rumqttd's `max_payload_size` plus headers).
 const MAX_PACKET: usize = 1 << 21;
 
-/// MQTT 3.1.1 CONNACK return codes the broker side sends on its own.
-const IDENTIFIER_REJECTED: u8 = 0x02;
-const SERVER_UNAVAILABLE: u8 = 0x03;
-
 /// An acknowledgement the broker can withhold or delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,18 +32,6 @@ pub enum Ack {
     Puback,
     Suback,
     Pingresp,
-}
-
-impl Ack {
-    fn of(packet: &rumqttc::Packet) -> Option<Ack> {
-        match packet {
-            rumqttc::Packet::ConnAck(_) => Some(Ack::Connack),
-            rumqttc::Packet::PubAck(_) => Some(Ack::Puback),
-            rumqttc::Packet::SubAck(_) => Some(Ack::Suback),
-            rumqttc::Packet::PingResp => Some(Ack::Pingresp),
-            _ => None,
-        }
-    }
 }
 
 /// How the broker behaves towards devices (all off by default: a well-behaved broker).
@@ -103,26 +88,74 @@ impl Connection<'_> {
 
 /// What the device-side pump asks the broker-side pump to do instead of the broker.
 enum Inject {
-    /// Answer the CONNECT with this return code, then close.
-    Refuse(u8),
+    /// Answer the CONNECT with a refusal, then close.
+    Refuse(Refusal),
 }
 
+/// Why the gate answers a CONNECT itself.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    ServerUnavailable,
+    IdentifierRejected,
+}
+
+/// Which broker listener the device's CONNECT asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// MQTT 3.1.1 (protocol level 4; level 3 goes to the same listener).
+    V4,
+    /// MQTT 5.
+    V5,
+}
+
+/// rumqttd's listeners behind the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstreams {
+    pub v4: SocketAddr,
+    pub v5: Option<SocketAddr>,
+}
+
+/// How long the gate waits for the first packet (the CONNECT) after the handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Copies both ways packet by packet, recording each and applying the broker behaviour.
-/// Ends when both directions end, or when a fault closes the connection.
-pub async fn proxy<S>(device: S, broker: TcpStream, conn: Connection<'_>)
+/// The CONNECT's protocol level picks rumqttd's v4 or v5 listener, as one port of a real
+/// broker serves both. Ends when both directions end, or when a fault closes the connection.
+pub async fn proxy<S>(device: S, upstreams: Upstreams, conn: Connection<'_>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (device_rx, device_tx) = tokio::io::split(device);
+    let (mut device_rx, device_tx) = tokio::io::split(device);
+    let mut first = BytesMut::new();
+    let Ok(Some(version)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, read_version(&mut device_rx, &mut first)).await
+    else {
+        return;
+    };
+    let target = match (version, upstreams.v5) {
+        (Version::V5, Some(v5)) => v5,
+        _ => upstreams.v4,
+    };
+    let Ok(broker) = TcpStream::connect(target).await else {
+        return;
+    };
     let (broker_rx, broker_tx) = broker.into_split();
     let (inject_tx, inject_rx) = mpsc::channel(1);
     // Which CONNECT (over the gate's life) this connection sent, once it sent one.
     let connect_index = Mutex::new(None);
     let closed_by_fault = Notify::new();
-    let up = upstream(device_rx, broker_tx, &conn, &connect_index, inject_tx);
+    let up = upstream(
+        device_rx,
+        broker_tx,
+        Framer::new(version, first),
+        &conn,
+        &connect_index,
+        inject_tx,
+    );
     let down = downstream(
         broker_rx,
         device_tx,
+        Framer::new(version, BytesMut::new()),
         &conn,
         &connect_index,
         inject_rx,
@@ -134,35 +167,86 @@ where
     }
 }
 
-/// Cuts a byte stream into MQTT packets (raw bytes and parsed), as they complete. Once the
-/// stream stops parsing (not MQTT, e.g. HTTP through the OTA gate) it is passed on raw.
-#[derive(Default)]
+/// Reads until the first packet's protocol level is in `buffer`; `None` when the stream ends
+/// first. Anything that is not a CONNECT goes to the v4 listener, which refuses it.
+async fn read_version(
+    from: &mut (impl AsyncRead + Unpin),
+    buffer: &mut BytesMut,
+) -> Option<Version> {
+    let mut buf = [0u8; 1024];
+    // Bounded by the caller's timeout and by the packet size limit.
+    while buffer.len() < MAX_PACKET {
+        if let Some(version) = protocol_level(buffer) {
+            return Some(version);
+        }
+        let n = from.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&buf[..n]);
+    }
+    Some(Version::V4)
+}
+
+/// The protocol level of a CONNECT at the start of `bytes`: the fixed header (type, 1–4
+/// bytes of remaining length), then `00 04 'M' 'Q' 'T' 'T'` and the level byte.
+fn protocol_level(bytes: &[u8]) -> Option<Version> {
+    let first = *bytes.first()?;
+    if first >> 4 != 1 {
+        return Some(Version::V4);
+    }
+    let length_bytes = bytes.get(1..)?.iter().take(4).position(|b| b & 0x80 == 0)? + 1;
+    let level = *bytes.get(1 + length_bytes + 6)?;
+    Some(if level == 5 { Version::V5 } else { Version::V4 })
+}
+
+/// Cuts a byte stream into MQTT packets as they complete, each with what the proxy needs to
+/// know of it. Once the stream stops parsing (not MQTT) it is passed on raw.
 struct Framer {
+    version: Version,
     buffer: BytesMut,
     broken: bool,
 }
 
+/// One packet, whatever the MQTT version.
+struct Seen {
+    record: MqttRecord,
+    ack: Option<Ack>,
+    /// CONNECT: the client id.
+    client_id: Option<String>,
+    /// CONNACK: whether it accepts the connection.
+    accepted: Option<bool>,
+}
+
 enum Frame {
-    Packet(BytesMut, rumqttc::Packet),
+    Packet(BytesMut, Box<Seen>),
     Raw(BytesMut),
 }
 
 impl Framer {
+    fn new(version: Version, buffer: BytesMut) -> Self {
+        Self {
+            version,
+            buffer,
+            broken: false,
+        }
+    }
+
     /// The next complete frame, if any.
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self, direction: Direction) -> Option<Frame> {
         if self.buffer.is_empty() {
             return None;
         }
         if self.broken {
             return Some(Frame::Raw(self.buffer.split()));
         }
+        // The fixed header is the same in both versions.
         match rumqttc::mqttbytes::check(self.buffer.iter(), MAX_PACKET) {
             Ok(header) => {
                 let raw = self.buffer.split_to(header.frame_length());
-                let mut copy = raw.clone();
-                match rumqttc::Packet::read(&mut copy, MAX_PACKET) {
-                    Ok(packet) => Some(Frame::Packet(raw, packet)),
-                    Err(_) => {
+                match parse(self.version, &raw, direction) {
+                    Some(seen) => Some(Frame::Packet(raw, Box::new(seen))),
+                    None => {
                         self.broken = true;
                         let mut rest = raw;
                         rest.unsplit(self.buffer.split());
@@ -177,47 +261,58 @@ impl Framer {
             }
         }
     }
+
+    /// The CONNACK refusing a connection, in this connection's version.
+    fn refusal(&self, refusal: Refusal) -> Vec<u8> {
+        match (self.version, refusal) {
+            (Version::V4, Refusal::ServerUnavailable) => vec![0x20, 0x02, 0x00, 0x03],
+            (Version::V4, Refusal::IdentifierRejected) => vec![0x20, 0x02, 0x00, 0x02],
+            // Reason codes 0x88 "Server unavailable" and 0x85 "Client Identifier not valid",
+            // no properties.
+            (Version::V5, Refusal::ServerUnavailable) => vec![0x20, 0x03, 0x00, 0x88, 0x00],
+            (Version::V5, Refusal::IdentifierRejected) => vec![0x20, 0x03, 0x00, 0x85, 0x00],
+        }
+    }
 }
 
 /// Device → broker.
 async fn upstream(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
+    mut framer: Framer,
     conn: &Connection<'_>,
     connect_index: &Mutex<Option<u32>>,
     inject: mpsc::Sender<Inject>,
 ) {
     let behaviour = &conn.shared.behaviour;
-    let mut framer = Framer::default();
     let mut buf = vec![0u8; 16 * 1024];
-    'reading: while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
+    // The CONNECT already read comes first.
+    let mut n = 0;
+    'reading: loop {
         framer.buffer.extend_from_slice(&buf[..n]);
-        // Bounded by the bytes just read: every frame consumes at least two.
-        while let Some(frame) = framer.next() {
+        // Bounded by the bytes read: every frame consumes at least two.
+        while let Some(frame) = framer.next(Direction::FromDevice) {
             let raw = match frame {
                 Frame::Raw(raw) => raw,
-                Frame::Packet(raw, packet) => {
-                    conn.emit(record(Direction::FromDevice, &packet, None));
-                    if let rumqttc::Packet::Connect(connect) = &packet {
+                Frame::Packet(raw, seen) => {
+                    conn.emit(seen.record);
+                    if let Some(client_id) = seen.client_id {
                         let index = conn.shared.connects.fetch_add(1, Ordering::SeqCst);
                         if let Ok(mut slot) = connect_index.lock() {
                             *slot = Some(index);
                         }
                         let wrong_id = behaviour.client_id_must_match_cn
-                            && conn.client_cn.as_deref() != Some(connect.client_id.as_str());
+                            && conn.client_cn.as_deref() != Some(client_id.as_str());
                         let refusal = if wrong_id {
-                            Some(IDENTIFIER_REJECTED)
+                            Some(Refusal::IdentifierRejected)
                         } else if index < behaviour.refuse_connects {
-                            Some(SERVER_UNAVAILABLE)
+                            Some(Refusal::ServerUnavailable)
                         } else {
                             None
                         };
-                        if let Some(code) = refusal {
+                        if let Some(refusal) = refusal {
                             // The broker never hears of it.
-                            let _ = inject.send(Inject::Refuse(code)).await;
+                            let _ = inject.send(Inject::Refuse(refusal)).await;
                             break 'reading;
                         }
                     }
@@ -228,6 +323,10 @@ async fn upstream(
                 break 'reading;
             }
         }
+        n = match from.read(&mut buf).await {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
     }
     let _ = to.shutdown().await;
 }
@@ -236,13 +335,13 @@ async fn upstream(
 async fn downstream(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
+    mut framer: Framer,
     conn: &Connection<'_>,
     connect_index: &Mutex<Option<u32>>,
     mut inject: mpsc::Receiver<Inject>,
     closed_by_fault: &Notify,
 ) {
     let behaviour = &conn.shared.behaviour;
-    let mut framer = Framer::default();
     let mut buf = vec![0u8; 16 * 1024];
     // Set once a good CONNACK went out, with `disconnect-after-ms`.
     let mut disconnect_at: Option<Instant> = None;
@@ -254,21 +353,21 @@ async fn downstream(
                 Ok(n) if n > 0 => n,
                 _ => break,
             },
-            Some(Inject::Refuse(code)) = inject.recv() => {
-                let connack = [0x20, 0x02, 0x00, code];
+            Some(Inject::Refuse(refusal)) = inject.recv() => {
+                let connack = framer.refusal(refusal);
                 let _ = to.write_all(&connack).await;
                 let _ = to.flush().await;
-                let mut copy = BytesMut::from(&connack[..]);
-                if let Ok(packet) = rumqttc::Packet::read(&mut copy, MAX_PACKET) {
-                    conn.emit(record(Direction::ToDevice, &packet, Some("refused")));
+                if let Some(mut seen) = parse(framer.version, &connack, Direction::ToDevice) {
+                    seen.record.fault = Some("refused".into());
+                    conn.emit(seen.record);
                 }
                 let _ = to.shutdown().await;
                 closed_by_fault.notify_one();
                 return;
             }
             () = tokio::time::sleep_until(deadline), if disconnect_at.is_some() => {
-                let mut closed = record(Direction::ToDevice, &rumqttc::Packet::Disconnect, Some("disconnect-after-ms"));
-                closed.packet = "CLOSE".into();
+                let mut closed = empty_record(Direction::ToDevice, "CLOSE");
+                closed.fault = Some("disconnect-after-ms".into());
                 conn.emit(closed);
                 let _ = to.shutdown().await;
                 closed_by_fault.notify_one();
@@ -276,11 +375,16 @@ async fn downstream(
             }
         };
         framer.buffer.extend_from_slice(&buf[..n]);
-        while let Some(frame) = framer.next() {
+        while let Some(frame) = framer.next(Direction::ToDevice) {
             let raw = match frame {
                 Frame::Raw(raw) => raw,
-                Frame::Packet(raw, packet) => {
-                    let ack = Ack::of(&packet);
+                Frame::Packet(raw, seen) => {
+                    let Seen {
+                        mut record,
+                        ack,
+                        accepted,
+                        ..
+                    } = *seen;
                     let index = connect_index.lock().ok().and_then(|slot| *slot);
                     let withheld = match ack {
                         Some(Ack::Connack) => {
@@ -291,20 +395,17 @@ async fn downstream(
                         None => false,
                     };
                     if withheld {
-                        conn.emit(record(Direction::ToDevice, &packet, Some("withheld")));
+                        record.fault = Some("withheld".into());
+                        conn.emit(record);
                         continue;
                     }
                     let delayed = ack.is_some_and(|a| behaviour.delay.contains(&a));
                     if delayed {
                         tokio::time::sleep(Duration::from_millis(behaviour.delay_ms)).await;
+                        record.fault = Some("delayed".into());
                     }
-                    conn.emit(record(
-                        Direction::ToDevice,
-                        &packet,
-                        delayed.then_some("delayed"),
-                    ));
-                    if let rumqttc::Packet::ConnAck(ack) = &packet
-                        && ack.code == rumqttc::ConnectReturnCode::Success
+                    conn.emit(record);
+                    if accepted == Some(true)
                         && let Some(ms) = behaviour.disconnect_after_ms
                     {
                         disconnect_at = Some(Instant::now() + Duration::from_millis(ms));
@@ -320,11 +421,10 @@ async fn downstream(
     let _ = to.shutdown().await;
 }
 
-fn record(direction: Direction, packet: &rumqttc::Packet, fault: Option<&str>) -> MqttRecord {
-    use rumqttc::Packet as P;
-    let mut r = MqttRecord {
+fn empty_record(direction: Direction, packet: &str) -> MqttRecord {
+    MqttRecord {
         direction,
-        packet: String::new(),
+        packet: packet.to_owned(),
         client_id: None,
         topic: None,
         qos: None,
@@ -334,49 +434,149 @@ fn record(direction: Direction, packet: &rumqttc::Packet, fault: Option<&str>) -
         clean_session: None,
         username: None,
         return_code: None,
-        fault: fault.map(str::to_owned),
+        fault: None,
+        protocol: None,
+    }
+}
+
+fn parse(version: Version, raw: &[u8], direction: Direction) -> Option<Seen> {
+    let mut copy = BytesMut::from(raw);
+    match version {
+        Version::V4 => rumqttc::Packet::read(&mut copy, MAX_PACKET)
+            .ok()
+            .map(|p| seen_v4(&p, direction)),
+        Version::V5 => {
+            let max = u32::try_from(MAX_PACKET).ok();
+            rumqttc::v5::mqttbytes::v5::Packet::read(&mut copy, max)
+                .ok()
+                .map(|p| seen_v5(&p, direction))
+        }
+    }
+}
+
+fn seen_v4(packet: &rumqttc::Packet, direction: Direction) -> Seen {
+    use rumqttc::Packet as P;
+    let name = match packet {
+        P::Connect(_) => "CONNECT",
+        P::ConnAck(_) => "CONNACK",
+        P::Publish(_) => "PUBLISH",
+        P::PubAck(_) => "PUBACK",
+        P::PubRec(_) => "PUBREC",
+        P::PubRel(_) => "PUBREL",
+        P::PubComp(_) => "PUBCOMP",
+        P::Subscribe(_) => "SUBSCRIBE",
+        P::SubAck(_) => "SUBACK",
+        P::Unsubscribe(_) => "UNSUBSCRIBE",
+        P::UnsubAck(_) => "UNSUBACK",
+        P::PingReq => "PINGREQ",
+        P::PingResp => "PINGRESP",
+        P::Disconnect => "DISCONNECT",
     };
-    r.packet = match packet {
+    let mut seen = Seen {
+        record: empty_record(direction, name),
+        ack: None,
+        client_id: None,
+        accepted: None,
+    };
+    let r = &mut seen.record;
+    match packet {
         P::Connect(c) => {
             r.client_id = Some(c.client_id.clone());
             r.keep_alive = Some(c.keep_alive);
             r.clean_session = Some(c.clean_session);
             r.username = c.login.as_ref().map(|l| l.username.clone());
-            "CONNECT"
+            r.protocol = Some("3.1.1".into());
+            seen.client_id = Some(c.client_id.clone());
         }
         P::ConnAck(a) => {
             r.return_code = Some(format!("{:?}", a.code));
-            "CONNACK"
+            seen.ack = Some(Ack::Connack);
+            seen.accepted = Some(a.code == rumqttc::ConnectReturnCode::Success);
         }
         P::Publish(p) => {
             r.topic = Some(p.topic.clone());
             r.qos = Some(p.qos as u8);
             r.payload_size = Some(p.payload.len());
             r.packet_id = Some(p.pkid);
-            "PUBLISH"
         }
         P::PubAck(a) => {
             r.packet_id = Some(a.pkid);
-            "PUBACK"
+            seen.ack = Some(Ack::Puback);
         }
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
         P::Subscribe(s) => {
             r.topic = s.filters.first().map(|f| f.path.clone());
             r.packet_id = Some(s.pkid);
-            "SUBSCRIBE"
         }
         P::SubAck(a) => {
             r.packet_id = Some(a.pkid);
-            "SUBACK"
+            seen.ack = Some(Ack::Suback);
         }
+        P::PingResp => seen.ack = Some(Ack::Pingresp),
+        _ => {}
+    }
+    seen
+}
+
+fn seen_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, direction: Direction) -> Seen {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet as P};
+    let name = match packet {
+        P::Auth(_) => "AUTH",
+        P::Connect(..) => "CONNECT",
+        P::ConnAck(_) => "CONNACK",
+        P::Publish(_) => "PUBLISH",
+        P::PubAck(_) => "PUBACK",
+        P::PubRec(_) => "PUBREC",
+        P::PubRel(_) => "PUBREL",
+        P::PubComp(_) => "PUBCOMP",
+        P::Subscribe(_) => "SUBSCRIBE",
+        P::SubAck(_) => "SUBACK",
         P::Unsubscribe(_) => "UNSUBSCRIBE",
         P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq => "PINGREQ",
-        P::PingResp => "PINGRESP",
-        P::Disconnect => "DISCONNECT",
+        P::PingReq(_) => "PINGREQ",
+        P::PingResp(_) => "PINGRESP",
+        P::Disconnect(_) => "DISCONNECT",
+    };
+    let mut seen = Seen {
+        record: empty_record(direction, name),
+        ack: None,
+        client_id: None,
+        accepted: None,
+    };
+    let r = &mut seen.record;
+    match packet {
+        P::Connect(c, _, login) => {
+            r.client_id = Some(c.client_id.clone());
+            r.keep_alive = Some(c.keep_alive);
+            r.clean_session = Some(c.clean_start);
+            r.username = login.as_ref().map(|l| l.username.clone());
+            r.protocol = Some("5".into());
+            seen.client_id = Some(c.client_id.clone());
+        }
+        P::ConnAck(a) => {
+            r.return_code = Some(format!("{:?}", a.code));
+            seen.ack = Some(Ack::Connack);
+            seen.accepted = Some(a.code == ConnectReturnCode::Success);
+        }
+        P::Publish(p) => {
+            r.topic = Some(String::from_utf8_lossy(&p.topic).into_owned());
+            r.qos = Some(p.qos as u8);
+            r.payload_size = Some(p.payload.len());
+            r.packet_id = Some(p.pkid);
+        }
+        P::PubAck(a) => {
+            r.packet_id = Some(a.pkid);
+            seen.ack = Some(Ack::Puback);
+        }
+        P::Subscribe(s) => {
+            r.topic = s.filters.first().map(|f| f.path.clone());
+            r.packet_id = Some(s.pkid);
+        }
+        P::SubAck(a) => {
+            r.packet_id = Some(a.pkid);
+            seen.ack = Some(Ack::Suback);
+        }
+        P::PingResp(_) => seen.ack = Some(Ack::Pingresp),
+        _ => {}
     }
-    .to_owned();
-    r
+    seen
 }

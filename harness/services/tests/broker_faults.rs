@@ -230,3 +230,28 @@ async fn client_id_must_match_the_certificate_cn() {
         Ok(Event::Incoming(Packet::ConnAck(_)))
     ));
 }
+
+#[tokio::test]
+async fn an_mqtt5_client_is_refused_with_an_mqtt5_reason_code() {
+    let (service, mut events) = broker(BrokerBehaviour {
+        refuse_connects: 1,
+        ..BrokerBehaviour::default()
+    })
+    .await;
+    let mut options =
+        rumqttc::v5::MqttOptions::new("sparring-dut-1", "localhost", service.gate.addr.port());
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(common::client_config(Some("device-valid"))),
+    ));
+    let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    let refused = tokio::time::timeout(Duration::from_secs(10), eventloop.poll())
+        .await
+        .unwrap();
+    assert!(
+        format!("{refused:?}").contains("ServerUnavailable"),
+        "{refused:?}"
+    );
+    let record = next_mqtt(&mut events, |m| m.packet == "CONNACK").await;
+    assert_eq!(record.return_code.as_deref(), Some("ServerUnavailable"));
+    assert_eq!(record.fault.as_deref(), Some("refused"));
+}

@@ -291,3 +291,49 @@ async fn mosquitto_sub_receives_what_a_device_publishes() {
         "telemetry 42"
     );
 }
+
+#[tokio::test]
+async fn an_mqtt5_client_is_routed_to_rumqttd_v5_and_recorded() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+    let (service, mut events) = start().await;
+    let mut options =
+        rumqttc::v5::MqttOptions::new("sparring-dut-1", "localhost", service.gate.addr.port());
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(common::client_config(Some("device-valid"))),
+    ));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    client
+        .subscribe("sparring/v5", QoS5::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .publish("sparring/v5", QoS5::AtLeastOnce, false, b"five".to_vec())
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(Packet5::Publish(p)) =
+                eventloop.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&received.payload[..], b"five");
+    let connect = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let EventKind::Mqtt(m) = events.recv().await.unwrap().kind
+                && m.packet == "CONNECT"
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(connect.protocol.as_deref(), Some("5"));
+    assert_eq!(connect.client_id.as_deref(), Some("sparring-dut-1"));
+}
