@@ -16,7 +16,7 @@ use esp_formats::image::AppSpec;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 use sparring_pki::PkiDir;
-use sparring_services::broker::BrokerAddrs;
+use sparring_services::broker::{BrokerAddrs, Observer};
 use sparring_services::events::{Direction, TlsOutcome};
 use sparring_services::{Event, EventKind};
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
@@ -159,8 +159,9 @@ pub fn run(
         .build()
         .map_err(RunError::Runtime)?;
     let pki = sparring_pki::TempPki::generate(sparring_pki::Options::default())?;
-    let broker =
+    let (broker, observer) =
         sparring_services::broker::start_rumqttd().map_err(|e| RunError::Broker(e.to_string()))?;
+    let observer = Mutex::new(observer);
     runtime
         .block_on(async {
             sparring_services::wait_for_listener(broker.v4).await?;
@@ -208,6 +209,7 @@ pub fn run(
                     runtime: &runtime,
                     pki: &pki.pki,
                     broker,
+                    observer: &observer,
                     options,
                 };
                 run_scenario(&context, bench, loaded, emit)
@@ -265,6 +267,8 @@ struct Context<'a> {
     runtime: &'a tokio::runtime::Runtime,
     pki: &'a PkiDir,
     broker: BrokerAddrs,
+    /// QoS 0 publishes go in through rumqttd's local link.
+    observer: &'a Mutex<Observer>,
     options: &'a RunOptions,
 }
 
@@ -602,7 +606,20 @@ impl ScenarioRun<'_> {
                     (None, Some(size)) => vec![b'x'; size],
                     (None, None) => Vec::new(),
                 };
-                publish(self.env.broker_plain, &topic, payload, p.qos).map_err(StepFailure::Error)
+                if p.qos == 0 {
+                    let mut observer = self
+                        .context
+                        .observer
+                        .lock()
+                        .map_err(|_| StepFailure::Error("observer link poisoned".into()))?;
+                    return observer
+                        .publish(&topic, payload)
+                        .map_err(|e| StepFailure::Error(e.to_string()));
+                }
+                // rumqttd's local link carries QoS 0 only: QoS 1 goes over a socket, so the
+                // broker's acknowledgement can be awaited.
+                publish_acknowledged(self.env.broker_plain, &topic, payload)
+                    .map_err(StepFailure::Error)
             }
             Step::Include(_) => Err(StepFailure::Error("include left after planning".into())),
         }
@@ -1082,28 +1099,19 @@ fn step_name(step: &Step) -> &'static str {
     }
 }
 
-/// The broker publishes to the device: a plain MQTT client on the broker's loopback port.
-fn publish(broker: SocketAddr, topic: &str, payload: Vec<u8>, qos: u8) -> Result<(), String> {
+/// The broker publishes to the device at QoS 1: a plain MQTT client on the broker's loopback
+/// port, waiting for the broker's PUBACK.
+fn publish_acknowledged(broker: SocketAddr, topic: &str, payload: Vec<u8>) -> Result<(), String> {
     let mut options =
-        rumqttc::MqttOptions::new("sparring-observer", broker.ip().to_string(), broker.port());
+        rumqttc::MqttOptions::new("sparring-publisher", broker.ip().to_string(), broker.port());
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(options, 10);
-    let qos = match qos {
-        0 => rumqttc::QoS::AtMostOnce,
-        _ => rumqttc::QoS::AtLeastOnce,
-    };
     client
-        .publish(topic, qos, false, payload)
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
         .map_err(|e| format!("queueing the publish: {e}"))?;
-    // Until the publish left (QoS 0) or was acknowledged (QoS 1); bounded.
+    // Until the broker acknowledged it; bounded.
     for notification in connection.iter().take(50) {
         match notification {
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)))
-                if qos == rumqttc::QoS::AtMostOnce =>
-            {
-                let _ = client.disconnect();
-                return Ok(());
-            }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
                 let _ = client.disconnect();
                 return Ok(());
@@ -1112,5 +1120,5 @@ fn publish(broker: SocketAddr, topic: &str, payload: Vec<u8>, qos: u8) -> Result
             Err(e) => return Err(format!("publishing to the broker: {e}")),
         }
     }
-    Err("the broker did not take the publish".into())
+    Err("the broker did not acknowledge the publish".into())
 }

@@ -4,6 +4,8 @@ use std::net::{SocketAddr, TcpListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    #[error("rumqttd's local link: {0}")]
+    Link(Box<rumqttd::local::LinkError>),
     #[error("finding a free loopback port: {0}")]
     Port(std::io::Error),
     #[error("rumqttd configuration: {0}")]
@@ -19,6 +21,55 @@ pub struct BrokerAddrs {
     pub v5: SocketAddr,
 }
 
+/// A client inside sparring on rumqttd's local link: publishes and subscribes without a
+/// socket. rumqttd's local links carry QoS 0 only.
+pub struct Observer {
+    tx: rumqttd::local::LinkTx,
+    rx: rumqttd::local::LinkRx,
+}
+
+fn link(error: rumqttd::local::LinkError) -> BrokerError {
+    BrokerError::Link(Box::new(error))
+}
+
+/// A message the observer received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+impl Observer {
+    /// Publishes at QoS 0.
+    pub fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), BrokerError> {
+        self.tx.publish(topic.to_owned(), payload).map_err(link)?;
+        Ok(())
+    }
+
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), BrokerError> {
+        self.tx.subscribe(filter).map_err(link)?;
+        Ok(())
+    }
+
+    /// The next message on a subscribed topic, waiting at most until `deadline`.
+    pub fn next_message(&mut self, deadline: std::time::Instant) -> Option<Message> {
+        // Bounded by the deadline: each round either returns or waits for the router.
+        while std::time::Instant::now() < deadline {
+            match self.rx.recv_deadline(deadline) {
+                Ok(Some(rumqttd::Notification::Forward(forward))) => {
+                    return Some(Message {
+                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        payload: forward.publish.payload.to_vec(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
 fn free_port() -> Result<SocketAddr, BrokerError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -28,7 +79,7 @@ fn free_port() -> Result<SocketAddr, BrokerError> {
 /// Starts rumqttd (MQTT 3.1.1 and MQTT 5 listeners) on free loopback ports, on its own
 /// thread: its `start()` blocks forever and cannot report the ports it bound, so they are
 /// chosen first.
-pub fn start_rumqttd() -> Result<BrokerAddrs, BrokerError> {
+pub fn start_rumqttd() -> Result<(BrokerAddrs, Observer), BrokerError> {
     let addr = free_port()?;
     let v5 = free_port()?;
     let connections = serde_json::json!({
@@ -65,14 +116,15 @@ pub fn start_rumqttd() -> Result<BrokerAddrs, BrokerError> {
         }
     }))
     .map_err(BrokerError::Config)?;
+    let mut broker = rumqttd::Broker::new(config);
+    let (tx, rx) = broker.link("sparring-observer").map_err(link)?;
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
             if let Err(error) = broker.start() {
                 tracing::error!("rumqttd stopped: {error}");
             }
         })
         .map_err(BrokerError::Port)?;
-    Ok(BrokerAddrs { v4: addr, v5 })
+    Ok((BrokerAddrs { v4: addr, v5 }, Observer { tx, rx }))
 }

@@ -21,6 +21,8 @@ pub struct MqttService {
     pub broker: SocketAddr,
     /// rumqttd's MQTT 5 listener.
     pub broker_v5: SocketAddr,
+    /// Publishes and subscribes inside the broker (rumqttd's local link).
+    pub observer: broker::Observer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +43,7 @@ impl MqttService {
         config: GateConfig,
         events: EventBus,
     ) -> Result<MqttService, ServiceError> {
-        let broker = broker::start_rumqttd()?;
+        let (broker, observer) = broker::start_rumqttd()?;
         wait_for_listener(broker.v4).await?;
         wait_for_listener(broker.v5).await?;
         let config = GateConfig {
@@ -53,6 +55,7 @@ impl MqttService {
             gate,
             broker: broker.v4,
             broker_v5: broker.v5,
+            observer,
         })
     }
 }

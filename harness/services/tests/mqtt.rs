@@ -337,3 +337,63 @@ async fn an_mqtt5_client_is_routed_to_rumqttd_v5_and_recorded() {
     assert_eq!(connect.protocol.as_deref(), Some("5"));
     assert_eq!(connect.client_id.as_deref(), Some("sparring-dut-1"));
 }
+
+#[tokio::test]
+async fn the_observer_link_sees_device_publishes_and_reaches_devices() {
+    let (mut service, _events) = start().await;
+    service.observer.subscribe("sparring/up").unwrap();
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options("sparring-dut-1", service.gate.addr, Some("device-valid")),
+        10,
+    );
+    client
+        .subscribe("sparring/down", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    // Until the broker confirmed the subscription, polling the device's connection.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    client
+        .publish(
+            "sparring/up",
+            QoS::AtLeastOnce,
+            false,
+            b"from the device".to_vec(),
+        )
+        .await
+        .unwrap();
+    service
+        .observer
+        .publish("sparring/down", b"from the observer".to_vec())
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) =
+                eventloop.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&received.payload[..], b"from the observer");
+    let mut observer = service.observer;
+    let seen = tokio::task::spawn_blocking(move || {
+        observer.next_message(std::time::Instant::now() + Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the observer got the device's publish");
+    assert_eq!(seen.topic, "sparring/up");
+    assert_eq!(seen.payload, b"from the device");
+}
