@@ -738,8 +738,10 @@ impl ScenarioRun<'_> {
         data: &[u8],
         result: &Regex,
     ) -> Result<(), StepFailure> {
-        self.send(Port::At, format!("{command}\r\n").as_bytes())?;
+        // Where to look for the prompt is fixed before sending: a fast board may answer before
+        // this thread runs again.
         let raw_from = self.observations.lock().at.raw().len();
+        self.send(Port::At, format!("{command}\r\n").as_bytes())?;
         let deadline = Instant::now() + Duration::from_secs(5);
         let prompt = self.observations.wait_for(deadline, |o| {
             o.at.raw()

@@ -218,6 +218,17 @@ struct Seen {
     accepted: Option<bool>,
 }
 
+impl Seen {
+    fn new(direction: Direction, packet: &str) -> Self {
+        Self {
+            record: empty_record(direction, packet),
+            ack: None,
+            client_id: None,
+            accepted: None,
+        }
+    }
+}
+
 enum Frame {
     Packet(BytesMut, Box<Seen>),
     Raw(BytesMut),
@@ -472,12 +483,7 @@ fn seen_v4(packet: &rumqttc::Packet, direction: Direction) -> Seen {
         P::PingResp => "PINGRESP",
         P::Disconnect => "DISCONNECT",
     };
-    let mut seen = Seen {
-        record: empty_record(direction, name),
-        ack: None,
-        client_id: None,
-        accepted: None,
-    };
+    let mut seen = Seen::new(direction, name);
     let r = &mut seen.record;
     match packet {
         P::Connect(c) => {
@@ -536,12 +542,7 @@ fn seen_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, direction: Direction) ->
         P::PingResp(_) => "PINGRESP",
         P::Disconnect(_) => "DISCONNECT",
     };
-    let mut seen = Seen {
-        record: empty_record(direction, name),
-        ack: None,
-        client_id: None,
-        accepted: None,
-    };
+    let mut seen = Seen::new(direction, name);
     let r = &mut seen.record;
     match packet {
         P::Connect(c, _, login) => {

@@ -158,15 +158,7 @@ async fn a_silent_connection_does_not_delay_another_handshake() {
 /// mosquitto_pub, a client people trust, against the same gate.
 #[tokio::test]
 async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
-    let found = std::process::Command::new("mosquitto_pub")
-        .arg("--help")
-        .output()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "mosquitto_pub is required under CI (.ci/run installs it)"
-    );
-    if !found {
+    if !common::tool_available("mosquitto_pub", "--help") {
         return;
     }
     let (service, mut events) = start().await;
@@ -216,15 +208,7 @@ async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
 
 #[tokio::test]
 async fn mosquitto_sub_receives_what_a_device_publishes() {
-    let found = std::process::Command::new("mosquitto_sub")
-        .arg("--help")
-        .output()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "mosquitto_sub is required under CI (.ci/run installs it)"
-    );
-    if !found {
+    if !common::tool_available("mosquitto_sub", "--help") {
         return;
     }
     let (service, mut events) = start().await;

@@ -62,19 +62,6 @@ async fn lab() -> Lab {
     }
 }
 
-/// curl, or `None` outside CI when it is not installed.
-fn curl_present() -> bool {
-    let found = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "curl is required under CI (.ci/run installs it)"
-    );
-    found
-}
-
 impl Lab {
     fn https(&self, path: &str) -> String {
         format!("https://{HOST}:{}{path}", self.service.addr.port())
@@ -124,7 +111,7 @@ fn status(output: &Output) -> String {
 
 #[tokio::test]
 async fn every_image_variant_is_what_it_promises() {
-    if !curl_present() {
+    if !common::tool_available("curl", "--version") {
         return;
     }
     let mut lab = lab().await;
@@ -181,7 +168,7 @@ async fn every_image_variant_is_what_it_promises() {
 
 #[tokio::test]
 async fn throttled_stalled_and_reset_downloads() {
-    if !curl_present() {
+    if !common::tool_available("curl", "--version") {
         return;
     }
     let lab = lab().await;
@@ -226,7 +213,7 @@ async fn throttled_stalled_and_reset_downloads() {
 
 #[tokio::test]
 async fn range_requests_resume_a_cut_download() {
-    if !curl_present() {
+    if !common::tool_available("curl", "--version") {
         return;
     }
     let mut lab = lab().await;
@@ -269,7 +256,7 @@ async fn range_requests_resume_a_cut_download() {
 
 #[tokio::test]
 async fn files_are_served_from_the_directory_and_nothing_outside_it() {
-    if !curl_present() {
+    if !common::tool_available("curl", "--version") {
         return;
     }
     let mut lab = lab().await;

@@ -108,15 +108,7 @@ async fn every_server_profile_meets_a_verifying_client_as_the_manifest_says() {
 
 #[tokio::test]
 async fn openssl_s_client_sni_is_recorded() {
-    let found = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "openssl is required under CI (.ci/run installs it)"
-    );
-    if !found {
+    if !common::tool_available("openssl", "version") {
         return;
     }
     let events = EventBus::default();
@@ -147,15 +139,7 @@ async fn openssl_s_client_sni_is_recorded() {
 
 #[tokio::test]
 async fn every_server_profile_meets_openssl_s_client_as_the_manifest_says() {
-    let found = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "openssl is required under CI (.ci/run installs it)"
-    );
-    if !found {
+    if !common::tool_available("openssl", "version") {
         return;
     }
     let root = pki().path(&pki().manifest.authorities.root.cert.pem);

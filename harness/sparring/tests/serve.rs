@@ -9,6 +9,36 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `sparring certs` into `dir/certs`.
+fn generate_certs(dir: &std::path::Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    let generated = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["certs", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    certs
+}
+
+/// `sparring serve` on free ports with `certs` and the given extra arguments.
+fn serve(certs: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sparring"));
+    command
+        .args([
+            "serve",
+            "--mqtt-port",
+            "0",
+            "--sntp-port",
+            "0",
+            "--ota-port",
+            "0",
+        ])
+        .arg("--certs")
+        .arg(certs);
+    command
+}
+
 #[test]
 fn serves_a_real_client_and_stops_on_ctrl_c() {
     let found = Command::new("mosquitto_pub").arg("--help").output().is_ok();
@@ -20,13 +50,7 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let generated = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(["certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(generated.status.success());
+    let certs = generate_certs(dir.path());
 
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "[broker]\ndelay = [\"puback\"]\ndelay-ms = 10\n").unwrap();
@@ -164,30 +188,8 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
 #[test]
 fn an_unknown_profile_is_a_usage_error_naming_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_sparring"))
-            .args(["certs", "--out"])
-            .arg(&certs)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args([
-            "serve",
-            "--mqtt-port",
-            "0",
-            "--sntp-port",
-            "0",
-            "--profile",
-            "bogus",
-            "--certs",
-        ])
-        .arg(&certs)
-        .output()
-        .unwrap();
+    let certs = generate_certs(dir.path());
+    let output = serve(&certs).args(["--profile", "bogus"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -199,13 +201,7 @@ fn an_unknown_profile_is_a_usage_error_naming_the_known_ones() {
 #[test]
 fn a_broken_config_file_names_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let generated = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(["certs", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(generated.status.success());
+    let certs = generate_certs(dir.path());
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "[broker]\nwithhold = [\"pubrel\"]\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_sparring"))

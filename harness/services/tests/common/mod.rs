@@ -76,3 +76,17 @@ pub fn mqtt_options(id: &str, addr: SocketAddr, device: Option<&str>) -> MqttOpt
     options.set_keep_alive(Duration::from_secs(30));
     options
 }
+
+/// Whether a real peer (`openssl`, `curl`, `mosquitto_pub`, ...) is installed. Under CI
+/// (`.ci/run` installs them) a missing one fails the test instead of skipping it.
+pub fn tool_available(program: &str, probe: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg(probe)
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{program} is required under CI (.ci/run installs it)"
+    );
+    found
+}
