@@ -83,6 +83,20 @@ fn the_suite_passes_on_the_virtual_board_and_writes_three_reports() {
         .find(|e| e["packet"] == "CONNECT")
         .unwrap_or_else(|| panic!("no CONNECT in {events}"));
     assert_eq!(connect["client_id"], "sparring-dut-1", "{connect}");
+    // The board's ClientHello is mbedTLS-like: TLS 1.2 suites only.
+    let hello = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "tls" && e["service"] == "mqtt")
+        .unwrap_or_else(|| panic!("no broker handshake in {events}"));
+    let offered = hello["cipher_suites_offered"].as_array().unwrap();
+    assert!(
+        !offered.is_empty()
+            && offered
+                .iter()
+                .all(|s| !s.as_str().unwrap().starts_with("TLS13")),
+        "{hello}"
+    );
 }
 
 /// Each switch, a scenario it must make fail, and words the failure reason must contain.

@@ -214,7 +214,12 @@ pub fn client_config(
     verify_server: bool,
     alpn: &[String],
 ) -> Result<ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // Only TLS 1.2 suites in the ClientHello, as mbedTLS without TLS 1.3 offers (see below).
+    let mut suites = rustls::crypto::aws_lc_rs::default_provider();
+    suites
+        .cipher_suites
+        .retain(|s| s.version() == &rustls::version::TLS12);
+    let provider = Arc::new(suites);
     let webpki = if verify_server {
         let mut roots = rustls::RootCertStore::empty();
         for ca in &credentials.ca {
