@@ -48,3 +48,31 @@ fn a_missing_path_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("nope.toml: cannot read"));
 }
+
+#[test]
+fn a_broken_library_file_is_located_in_the_library_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("lib/esp-at")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("lib/esp-at/hello.toml"),
+        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }\n\n[[steps]]\nexpect = { port = \"uart7\", regex = \"^OK$\", within_ms = 2000 }\n",
+    )
+    .expect("write");
+    let including = VALID.replace(
+        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }",
+        "[[steps]]\ninclude = { file = \"esp-at/hello.toml\" }",
+    );
+    std::fs::write(dir.path().join("uses-lib.toml"), including).expect("write");
+    let output = check(dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let library = dir.path().join("lib/esp-at/hello.toml");
+    assert!(
+        stderr.contains(&format!("{}:5:", library.display())),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("0 scenario(s) valid, 1 invalid"),
+        "{output:?}"
+    );
+}

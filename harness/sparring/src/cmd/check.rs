@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use sparring_runner::plan;
 use sparring_runner::scenario::{LoadError, load_path};
 
-/// Validate scenario files (syntax, step kinds, ports, regexes) without running anything.
+/// Validate scenario files (syntax, step kinds, ports, regexes) and the library files they
+/// include (`scenarios/lib/`), without running anything.
 ///
-/// Every error is printed as `file:line:column: what was expected`. Exits 1 when
+/// Every error is printed as `file:line:column: what was expected`, in the file where it is. Exits 1 when
 /// any file is invalid, 2 when the path cannot be read.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,19 +19,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (scenarios, errors) = load_path(&args.path);
+    let (scenarios, mut errors) = load_path(&args.path);
     // An unreadable input is a usage error, not a finding about a scenario.
     if let Some(unreadable) = errors.iter().find(|e| matches!(e, LoadError::Read { .. })) {
         anyhow::bail!("{unreadable}");
     }
+    // Includes as the run expands them: a broken library file is found here, not mid-run.
+    let mut valid = 0;
+    for scenario in &scenarios {
+        match plan::expand(scenario) {
+            Ok(_) => valid += 1,
+            Err(error) => errors.push(error),
+        }
+    }
     for error in &errors {
         eprintln!("{error}");
     }
-    println!(
-        "{} scenario(s) valid, {} invalid",
-        scenarios.len(),
-        errors.len()
-    );
+    println!("{valid} scenario(s) valid, {} invalid", errors.len());
     Ok(if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
