@@ -28,17 +28,11 @@ async fn valid_device_connects_publishes_and_receives() {
         .publish("sparring/echo", QoS::AtLeastOnce, false, b"hello".to_vec())
         .await
         .unwrap();
-    let received = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) =
-                eventloop.poll().await.unwrap()
-            {
-                return p;
-            }
-        }
+    let received = common::next_incoming(&mut eventloop, |packet| match packet {
+        rumqttc::Packet::Publish(p) => Some(p),
+        _ => None,
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(&received.payload[..], b"hello");
 
     let tls = next_tls(&mut events).await;
@@ -335,17 +329,10 @@ async fn the_observer_link_sees_device_publishes_and_reaches_devices() {
         .await
         .unwrap();
     // Until the broker confirmed the subscription, polling the device's connection.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) =
-                eventloop.poll().await.unwrap()
-            {
-                return;
-            }
-        }
+    common::next_incoming(&mut eventloop, |packet| {
+        matches!(packet, rumqttc::Packet::SubAck(_)).then_some(())
     })
-    .await
-    .unwrap();
+    .await;
     client
         .publish(
             "sparring/up",
@@ -359,17 +346,11 @@ async fn the_observer_link_sees_device_publishes_and_reaches_devices() {
         .observer
         .publish("sparring/down", b"from the observer".to_vec())
         .unwrap();
-    let received = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) =
-                eventloop.poll().await.unwrap()
-            {
-                return p;
-            }
-        }
+    let received = common::next_incoming(&mut eventloop, |packet| match packet {
+        rumqttc::Packet::Publish(p) => Some(p),
+        _ => None,
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(&received.payload[..], b"from the observer");
     let mut observer = service.observer;
     let seen = tokio::task::spawn_blocking(move || {

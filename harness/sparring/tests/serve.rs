@@ -54,18 +54,7 @@ fn serves_a_real_client_and_stops_on_ctrl_c() {
 
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "[broker]\ndelay = [\"puback\"]\ndelay-ms = 10\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args([
-            "serve",
-            "--mqtt-port",
-            "0",
-            "--sntp-port",
-            "0",
-            "--ota-port",
-            "0",
-        ])
-        .arg("--certs")
-        .arg(&certs)
+    let mut child = serve(&certs)
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::piped())

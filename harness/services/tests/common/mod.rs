@@ -90,3 +90,21 @@ pub fn tool_available(program: &str, probe: &str) -> bool {
     );
     found
 }
+
+/// The next packet the broker sent this client that `wanted` picks (bounded wait).
+pub async fn next_incoming<T>(
+    eventloop: &mut rumqttc::EventLoop,
+    wanted: impl Fn(rumqttc::Packet) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(packet) = eventloop.poll().await.expect("connected")
+                && let Some(found) = wanted(packet)
+            {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the packet within 10 s")
+}
