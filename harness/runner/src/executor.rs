@@ -914,10 +914,10 @@ impl ScenarioRun<'_> {
             match &event.kind {
                 EventKind::Tls(r) => {
                     facts.handshakes += 1;
-                    if let Some(v) = &r.version
-                        && !facts.tls_versions_offered.contains(v)
-                    {
-                        facts.tls_versions_offered.push(v.clone());
+                    for v in &r.versions_offered {
+                        if !facts.tls_versions_offered.contains(v) {
+                            facts.tls_versions_offered.push(v.clone());
+                        }
                     }
                     facts.cipher_suites_offered = facts
                         .cipher_suites_offered

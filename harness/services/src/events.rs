@@ -39,6 +39,9 @@ pub struct TlsRecord {
     pub sni: Option<String>,
     pub alpn_offered: Vec<String>,
     pub cipher_suites_offered: Vec<String>,
+    /// `TLSv1_2`, `TLSv1_3`: what the ClientHello can negotiate.
+    #[serde(default)]
+    pub versions_offered: Vec<String>,
     pub version: Option<String>,
     pub cipher_suite: Option<String>,
     /// The ALPN protocol agreed on, if any.

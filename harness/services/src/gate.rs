@@ -253,6 +253,7 @@ async fn serve(
         sni: None,
         alpn_offered: Vec::new(),
         cipher_suites_offered: Vec::new(),
+        versions_offered: Vec::new(),
         version: None,
         cipher_suite: None,
         alpn: None,
@@ -275,6 +276,7 @@ async fn serve(
             .iter()
             .map(|s| format!("{s:?}"))
             .collect();
+        record.versions_offered = versions_offered(&record.cipher_suites_offered);
         start.into_stream(tls).await
     };
     let result = tokio::time::timeout(config.handshake_timeout, handshake).await;
@@ -331,6 +333,21 @@ async fn serve(
         v5: config.mqtt5_upstream,
     };
     mqtt_proxy::proxy(tls_stream, upstreams, connection).await;
+}
+
+/// The versions a ClientHello can negotiate, inferred from its cipher suites: TLS 1.3 suites
+/// work only in 1.3 and a 1.3 client must offer one; the others only up to 1.2. (rustls does
+/// not expose the `supported_versions` extension itself.)
+fn versions_offered(suites: &[String]) -> Vec<String> {
+    let tls13 = suites.iter().any(|s| s.starts_with("TLS13_"));
+    let tls12 = suites
+        .iter()
+        .any(|s| !s.starts_with("TLS13_") && !s.ends_with("_SCSV"));
+    [(tls12, "TLSv1_2"), (tls13, "TLSv1_3")]
+        .into_iter()
+        .filter(|(offered, _)| *offered)
+        .map(|(_, name)| name.to_owned())
+        .collect()
 }
 
 fn classify(error: &std::io::Error) -> TlsOutcome {
