@@ -70,18 +70,20 @@ impl Observer {
     }
 }
 
-fn free_port() -> Result<SocketAddr, BrokerError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(BrokerError::Port)
+/// Two distinct free loopback ports: both are held until both are chosen, so the kernel
+/// cannot hand the same one out twice.
+fn free_ports() -> Result<(SocketAddr, SocketAddr), BrokerError> {
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(BrokerError::Port);
+    let (first, second) = (bind()?, bind()?);
+    let addr = |l: &TcpListener| l.local_addr().map_err(BrokerError::Port);
+    Ok((addr(&first)?, addr(&second)?))
 }
 
 /// Starts rumqttd (MQTT 3.1.1 and MQTT 5 listeners) on free loopback ports, on its own
 /// thread: its `start()` blocks forever and cannot report the ports it bound, so they are
 /// chosen first.
 pub fn start_rumqttd() -> Result<(BrokerAddrs, Observer), BrokerError> {
-    let addr = free_port()?;
-    let v5 = free_port()?;
+    let (addr, v5) = free_ports()?;
     let connections = serde_json::json!({
         "connection_timeout_ms": 60000,
         "max_payload_size": 1048576,

@@ -178,21 +178,29 @@ async fn delayed_suback_arrives_late_and_disconnect_after_closes_the_connection(
     let mut connected_at = None;
     let mut subscribed_at = None;
     let mut suback_at = None;
-    tokio::time::timeout(Duration::from_secs(10), async {
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => connected_at = Some(Instant::now()),
                 Ok(Event::Outgoing(Outgoing::Subscribe(_))) => subscribed_at = Some(Instant::now()),
                 Ok(Event::Incoming(Packet::SubAck(_))) => suback_at = Some(Instant::now()),
                 Ok(_) => {}
-                Err(_) => return,
+                Err(e) => return e,
             }
         }
     })
     .await
     .unwrap();
-    let closed_after = connected_at.unwrap().elapsed();
-    let late = suback_at.unwrap() - subscribed_at.unwrap();
+    let (Some(connected_at), Some(subscribed_at), Some(suback_at)) =
+        (connected_at, subscribed_at, suback_at)
+    else {
+        panic!(
+            "connected {connected_at:?}, subscribed {subscribed_at:?}, SUBACK {suback_at:?}; \
+             the connection ended with {ended:?}"
+        );
+    };
+    let closed_after = connected_at.elapsed();
+    let late = suback_at - subscribed_at;
     assert!(late >= Duration::from_millis(400), "SUBACK after {late:?}");
     assert!(
         closed_after >= Duration::from_millis(1400),
