@@ -450,40 +450,54 @@ fn empty_record(direction: Direction, packet: &str) -> MqttRecord {
     }
 }
 
+/// Packet names by the fixed header's type (the same in MQTT 3.1.1 and 5).
+const PACKET_NAMES: [&str; 16] = [
+    "RESERVED",
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
+    "AUTH",
+];
+
 fn parse(version: Version, raw: &[u8], direction: Direction) -> Option<Seen> {
+    let kind = usize::from(*raw.first()? >> 4);
+    let mut seen = Seen::new(direction, PACKET_NAMES[kind]);
+    seen.ack = match kind {
+        2 => Some(Ack::Connack),
+        4 => Some(Ack::Puback),
+        9 => Some(Ack::Suback),
+        13 => Some(Ack::Pingresp),
+        _ => None,
+    };
     let mut copy = BytesMut::from(raw);
     match version {
-        Version::V4 => rumqttc::Packet::read(&mut copy, MAX_PACKET)
-            .ok()
-            .map(|p| seen_v4(&p, direction)),
+        Version::V4 => {
+            let packet = rumqttc::Packet::read(&mut copy, MAX_PACKET).ok()?;
+            describe_v4(&packet, &mut seen);
+        }
         Version::V5 => {
             let max = u32::try_from(MAX_PACKET).ok();
-            rumqttc::v5::mqttbytes::v5::Packet::read(&mut copy, max)
-                .ok()
-                .map(|p| seen_v5(&p, direction))
+            let packet = rumqttc::v5::mqttbytes::v5::Packet::read(&mut copy, max).ok()?;
+            describe_v5(&packet, &mut seen);
         }
     }
+    Some(seen)
 }
 
-fn seen_v4(packet: &rumqttc::Packet, direction: Direction) -> Seen {
+/// The fields of a 3.1.1 packet worth recording.
+fn describe_v4(packet: &rumqttc::Packet, seen: &mut Seen) {
     use rumqttc::Packet as P;
-    let name = match packet {
-        P::Connect(_) => "CONNECT",
-        P::ConnAck(_) => "CONNACK",
-        P::Publish(_) => "PUBLISH",
-        P::PubAck(_) => "PUBACK",
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
-        P::Subscribe(_) => "SUBSCRIBE",
-        P::SubAck(_) => "SUBACK",
-        P::Unsubscribe(_) => "UNSUBSCRIBE",
-        P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq => "PINGREQ",
-        P::PingResp => "PINGRESP",
-        P::Disconnect => "DISCONNECT",
-    };
-    let mut seen = Seen::new(direction, name);
     let r = &mut seen.record;
     match packet {
         P::Connect(c) => {
@@ -496,7 +510,6 @@ fn seen_v4(packet: &rumqttc::Packet, direction: Direction) -> Seen {
         }
         P::ConnAck(a) => {
             r.return_code = Some(format!("{:?}", a.code));
-            seen.ack = Some(Ack::Connack);
             seen.accepted = Some(a.code == rumqttc::ConnectReturnCode::Success);
         }
         P::Publish(p) => {
@@ -505,44 +518,19 @@ fn seen_v4(packet: &rumqttc::Packet, direction: Direction) -> Seen {
             r.payload_size = Some(p.payload.len());
             r.packet_id = Some(p.pkid);
         }
-        P::PubAck(a) => {
-            r.packet_id = Some(a.pkid);
-            seen.ack = Some(Ack::Puback);
-        }
+        P::PubAck(a) => r.packet_id = Some(a.pkid),
         P::Subscribe(s) => {
             r.topic = s.filters.first().map(|f| f.path.clone());
             r.packet_id = Some(s.pkid);
         }
-        P::SubAck(a) => {
-            r.packet_id = Some(a.pkid);
-            seen.ack = Some(Ack::Suback);
-        }
-        P::PingResp => seen.ack = Some(Ack::Pingresp),
+        P::SubAck(a) => r.packet_id = Some(a.pkid),
         _ => {}
     }
-    seen
 }
 
-fn seen_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, direction: Direction) -> Seen {
+/// The fields of an MQTT 5 packet worth recording.
+fn describe_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, seen: &mut Seen) {
     use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet as P};
-    let name = match packet {
-        P::Auth(_) => "AUTH",
-        P::Connect(..) => "CONNECT",
-        P::ConnAck(_) => "CONNACK",
-        P::Publish(_) => "PUBLISH",
-        P::PubAck(_) => "PUBACK",
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
-        P::Subscribe(_) => "SUBSCRIBE",
-        P::SubAck(_) => "SUBACK",
-        P::Unsubscribe(_) => "UNSUBSCRIBE",
-        P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq(_) => "PINGREQ",
-        P::PingResp(_) => "PINGRESP",
-        P::Disconnect(_) => "DISCONNECT",
-    };
-    let mut seen = Seen::new(direction, name);
     let r = &mut seen.record;
     match packet {
         P::Connect(c, _, login) => {
@@ -555,7 +543,6 @@ fn seen_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, direction: Direction) ->
         }
         P::ConnAck(a) => {
             r.return_code = Some(format!("{:?}", a.code));
-            seen.ack = Some(Ack::Connack);
             seen.accepted = Some(a.code == ConnectReturnCode::Success);
         }
         P::Publish(p) => {
@@ -564,20 +551,12 @@ fn seen_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, direction: Direction) ->
             r.payload_size = Some(p.payload.len());
             r.packet_id = Some(p.pkid);
         }
-        P::PubAck(a) => {
-            r.packet_id = Some(a.pkid);
-            seen.ack = Some(Ack::Puback);
-        }
+        P::PubAck(a) => r.packet_id = Some(a.pkid),
         P::Subscribe(s) => {
             r.topic = s.filters.first().map(|f| f.path.clone());
             r.packet_id = Some(s.pkid);
         }
-        P::SubAck(a) => {
-            r.packet_id = Some(a.pkid);
-            seen.ack = Some(Ack::Suback);
-        }
-        P::PingResp(_) => seen.ack = Some(Ack::Pingresp),
+        P::SubAck(a) => r.packet_id = Some(a.pkid),
         _ => {}
     }
-    seen
 }
