@@ -168,6 +168,9 @@ impl ServerCertVerifier for BoardVerifier {
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. },
             )) if self.has(Defect::IgnoreExpiry) => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(e)) => {
+                Err(rustls::Error::InvalidCertificate(as_mbedtls_alerts(e)))
+            }
             other => other,
         }
     }
@@ -204,6 +207,30 @@ impl ServerCertVerifier for BoardVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// mbedTLS's X.509 "validity starts in the future" (`MBEDTLS_X509_BADCERT_FUTURE`), kept apart
+/// from "expired" because mbedTLS answers the two with different alerts.
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate validity starts in the future")]
+struct ValidityStartsInFuture;
+
+/// Rewrites a verification failure so that rustls sends the alert mbedTLS sends for it.
+/// mbedTLS picks the alert from the verify flags (library/ssl_tls.c, after
+/// `mbedtls_x509_crt_verify`): CN mismatch → bad_certificate, (extended) key usage →
+/// unsupported_certificate, expired → certificate_expired, revoked → certificate_revoked,
+/// not trusted (unknown issuer *or* bad signature) → unknown_ca, anything else — "not yet
+/// valid" among them — certificate_unknown. rustls's own choice differs for the last two
+/// (certificate_expired for "not yet valid", decrypt_error for a bad signature), and a
+/// gate watching a real board would see mbedTLS's.
+fn as_mbedtls_alerts(error: CertificateError) -> CertificateError {
+    match error {
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            CertificateError::Other(rustls::OtherError(Arc::new(ValidityStartsInFuture)))
+        }
+        CertificateError::BadSignature => CertificateError::UnknownIssuer,
+        other => other,
     }
 }
 
@@ -286,6 +313,7 @@ const VERIFY_FLAG_TEXT: &[(u32, &str)] = &[
     ),
     (0x100, "Other reason (can be used by verify callback)"),
     (0x200, "The certificate validity starts in the future"),
+    (0x800, "Usage does not match the extendedKeyUsage extension"),
 ];
 
 const X509_CERT_VERIFY_FAILED: u16 = 0x2700;
@@ -299,16 +327,19 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
     let code = |code| MbedFailure { code, flags: 0 };
     match error {
         HandshakeError::OutOfHeap => code(0x7F00), // SSL_ALLOC_FAILED
-        HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => verify(match e {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
-            CertificateError::Revoked => 0x02,
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                0x04
-            }
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => 0x08,
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => 0x200,
-            _ => 0x100,
-        }),
+        HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => {
+            verify(match e {
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
+                CertificateError::Revoked => 0x02,
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => 0x04,
+                CertificateError::UnknownIssuer => 0x08,
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => 0x800,
+                CertificateError::Other(other) if other.0.is::<ValidityStartsInFuture>() => 0x200,
+                _ => 0x100,
+            })
+        }
         HandshakeError::Tls(rustls::Error::AlertReceived(_)) => code(0x7780), // FATAL_ALERT_MESSAGE
         HandshakeError::Tls(rustls::Error::InvalidMessage(_)) => code(0x7200), // INVALID_RECORD
         HandshakeError::Tls(rustls::Error::PeerIncompatible(_)) => code(0x6E00), // HANDSHAKE_FAILURE
