@@ -104,6 +104,14 @@ pub struct MqttRecord {
     pub keep_alive: Option<u16>,
     pub clean_session: Option<bool>,
     pub username: Option<String>,
+    /// CONNECT: the topic of the last will, when the device set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will_topic: Option<String>,
+    /// PUBLISH: the DUP flag (a QoS 1 retransmission) and the RETAIN flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dup: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<bool>,
     /// CONNACK's return code (`Success`, `ServiceUnavailable`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_code: Option<String>,

@@ -444,6 +444,9 @@ fn empty_record(direction: Direction, packet: &str) -> MqttRecord {
         keep_alive: None,
         clean_session: None,
         username: None,
+        will_topic: None,
+        dup: None,
+        retain: None,
         return_code: None,
         fault: None,
         protocol: None,
@@ -471,8 +474,15 @@ const PACKET_NAMES: [&str; 16] = [
 ];
 
 fn parse(version: Version, raw: &[u8], direction: Direction) -> Option<Seen> {
-    let kind = usize::from(*raw.first()? >> 4);
+    let flags = *raw.first()?;
+    let kind = usize::from(flags >> 4);
     let mut seen = Seen::new(direction, PACKET_NAMES[kind]);
+    if kind == 3 {
+        // PUBLISH's DUP, QoS and RETAIN sit in the fixed header in both versions.
+        seen.record.dup = Some(flags & 0x08 != 0);
+        seen.record.qos = Some((flags >> 1) & 0x03);
+        seen.record.retain = Some(flags & 0x01 != 0);
+    }
     seen.ack = match kind {
         2 => Some(Ack::Connack),
         4 => Some(Ack::Puback),
@@ -505,6 +515,7 @@ fn describe_v4(packet: &rumqttc::Packet, seen: &mut Seen) {
             r.keep_alive = Some(c.keep_alive);
             r.clean_session = Some(c.clean_session);
             r.username = c.login.as_ref().map(|l| l.username.clone());
+            r.will_topic = c.last_will.as_ref().map(|w| w.topic.clone());
             r.protocol = Some("3.1.1".into());
             seen.client_id = Some(c.client_id.clone());
         }
@@ -514,7 +525,6 @@ fn describe_v4(packet: &rumqttc::Packet, seen: &mut Seen) {
         }
         P::Publish(p) => {
             r.topic = Some(p.topic.clone());
-            r.qos = Some(p.qos as u8);
             r.payload_size = Some(p.payload.len());
             r.packet_id = Some(p.pkid);
         }
@@ -533,11 +543,14 @@ fn describe_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, seen: &mut Seen) {
     use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet as P};
     let r = &mut seen.record;
     match packet {
-        P::Connect(c, _, login) => {
+        P::Connect(c, will, login) => {
             r.client_id = Some(c.client_id.clone());
             r.keep_alive = Some(c.keep_alive);
             r.clean_session = Some(c.clean_start);
             r.username = login.as_ref().map(|l| l.username.clone());
+            r.will_topic = will
+                .as_ref()
+                .map(|w| String::from_utf8_lossy(&w.topic).into_owned());
             r.protocol = Some("5".into());
             seen.client_id = Some(c.client_id.clone());
         }
@@ -547,7 +560,6 @@ fn describe_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, seen: &mut Seen) {
         }
         P::Publish(p) => {
             r.topic = Some(String::from_utf8_lossy(&p.topic).into_owned());
-            r.qos = Some(p.qos as u8);
             r.payload_size = Some(p.payload.len());
             r.packet_id = Some(p.pkid);
         }

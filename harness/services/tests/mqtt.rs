@@ -16,10 +16,14 @@ use sparring_services::{EventKind, gate};
 #[tokio::test]
 async fn valid_device_connects_publishes_and_receives() {
     let (service, mut events) = start().await;
-    let (client, mut eventloop) = AsyncClient::new(
-        mqtt_options("sparring-dut-1", service.gate.addr, Some("device-valid")),
-        10,
-    );
+    let mut options = mqtt_options("sparring-dut-1", service.gate.addr, Some("device-valid"));
+    options.set_last_will(rumqttc::LastWill::new(
+        "sparring/status",
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
     client
         .subscribe("sparring/echo", QoS::AtLeastOnce)
         .await
@@ -42,27 +46,29 @@ async fn valid_device_connects_publishes_and_receives() {
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
         if let EventKind::Mqtt(m) = event.kind {
-            seen.push((m.direction, m.packet, m.client_id, m.topic));
+            seen.push(m);
         }
     }
     assert!(
-        seen.contains(&(
-            Direction::FromDevice,
-            "CONNECT".into(),
-            Some("sparring-dut-1".into()),
-            None
-        )),
+        seen.iter().any(|m| m.direction == Direction::FromDevice
+            && m.packet == "CONNECT"
+            && m.client_id.as_deref() == Some("sparring-dut-1")
+            && m.will_topic.as_deref() == Some("sparring/status")
+            && m.keep_alive == Some(30)),
         "{seen:?}"
     );
     assert!(
-        seen.iter().any(|(d, p, _, t)| *d == Direction::FromDevice
-            && p == "PUBLISH"
-            && t.as_deref() == Some("sparring/echo")),
+        seen.iter().any(|m| m.direction == Direction::FromDevice
+            && m.packet == "PUBLISH"
+            && m.topic.as_deref() == Some("sparring/echo")
+            && m.qos == Some(1)
+            && m.payload_size == Some(5)
+            && m.dup == Some(false)),
         "{seen:?}"
     );
     assert!(
         seen.iter()
-            .any(|(d, p, _, _)| *d == Direction::ToDevice && p == "CONNACK"),
+            .any(|m| m.direction == Direction::ToDevice && m.packet == "CONNACK"),
         "{seen:?}"
     );
 }
@@ -149,37 +155,37 @@ async fn a_silent_connection_does_not_delay_another_handshake() {
     assert_eq!(next_tls(&mut events).await.outcome, TlsOutcome::Established);
 }
 
-/// mosquitto_pub, a client people trust, against the same gate.
+/// mosquitto_pub, a client people trust, against the same gate: the valid device publishes,
+/// every bad one is refused and the gate records which fault it was.
 #[tokio::test]
 async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
     if !common::tool_available("mosquitto_pub", "--help") {
         return;
     }
     let (service, mut events) = start().await;
-    let run = |device: &str| {
-        let profile = pki().profile(device).unwrap();
-        tokio::process::Command::new("mosquitto_pub")
+    let run = |device: Option<&str>| {
+        let mut command = tokio::process::Command::new("mosquitto_pub");
+        command
             .args([
                 "-h",
                 "localhost",
                 "-p",
                 &service.gate.addr.port().to_string(),
-                "-t",
-                "sparring/test",
-                "-m",
-                "hi",
-                "-i",
-                "sparring-dut-1",
             ])
+            .args(["-t", "sparring/test", "-m", "hi", "-i", "sparring-dut-1"])
             .arg("--cafile")
-            .arg(pki().path(&pki().manifest.authorities.root.cert.pem))
-            .arg("--cert")
-            .arg(pki().path(&profile.files.chain_pem))
-            .arg("--key")
-            .arg(pki().path(&profile.files.key.pem))
-            .output()
+            .arg(pki().path(&pki().manifest.authorities.root.cert.pem));
+        if let Some(device) = device {
+            let profile = pki().profile(device).unwrap();
+            command
+                .arg("--cert")
+                .arg(pki().path(&profile.files.chain_pem))
+                .arg("--key")
+                .arg(pki().path(&profile.files.key.pem));
+        }
+        command.output()
     };
-    let ok = run("device-valid").await.unwrap();
+    let ok = run(Some("device-valid")).await.unwrap();
     assert!(
         ok.status.success(),
         "{}",
@@ -189,15 +195,19 @@ async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
         next_tls(&mut events).await.client_cn.as_deref(),
         Some("sparring-dut-1")
     );
-    let expired = run("device-expired").await.unwrap();
-    assert!(!expired.status.success());
-    assert!(matches!(
-        next_tls(&mut events).await.outcome,
-        TlsOutcome::RejectedByUs {
-            reason: RejectReason::ClientCertExpired,
-            ..
+    for (device, reason) in [
+        (Some("device-expired"), RejectReason::ClientCertExpired),
+        (Some("device-untrusted"), RejectReason::UnknownIssuer),
+        (Some("device-revoked"), RejectReason::Revoked),
+        (None, RejectReason::ClientCertMissing),
+    ] {
+        let refused = run(device).await.unwrap();
+        assert!(!refused.status.success(), "{device:?} must be refused");
+        match next_tls(&mut events).await.outcome {
+            TlsOutcome::RejectedByUs { reason: got, .. } => assert_eq!(got, reason, "{device:?}"),
+            other => panic!("{device:?}: {other:?}"),
         }
-    ));
+    }
 }
 
 #[tokio::test]
