@@ -198,6 +198,19 @@ pub struct AccessPoint {
     /// RSSI reported by scans and `AT+CWJAP?`.
     #[serde(default = "default_rssi")]
     pub rssi: i8,
+    /// How joining it fails even with the right password, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<ApFault>,
+}
+
+/// An access point that is in range but will not let the board join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApFault {
+    /// It never answers the association: `+CWJAP:1` (timeout).
+    NoAnswer,
+    /// It answers and refuses: `+CWJAP:4` (connect failed).
+    Refuses,
 }
 
 fn default_rssi() -> i8 {
@@ -452,6 +465,15 @@ impl AppContext {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(0),
             other => other,
         }
+    }
+
+    /// What the host has already sent on the AT port and the app has not read yet, without
+    /// waiting for more.
+    pub fn at_pending(&mut self) -> std::io::Result<Vec<u8>> {
+        use serialport::SerialPort;
+        let mut pending = vec![0u8; self.uart1.bytes_to_read()? as usize];
+        self.uart1.read_exact(&mut pending)?;
+        Ok(pending)
     }
 
     /// Writes to the AT port (UART1).

@@ -5,6 +5,7 @@ use sparring_vboard::esp_at::{
     AtEngine, AtError, BoardAction, CommandKind, FirmwareInfo, MAX_LINE_LEN, MemoryFlash, Param,
     parse_line,
 };
+use sparring_vboard::personality::{AccessPoint, ApFault};
 
 /// Two 8 KiB user partitions, erased.
 fn flash() -> MemoryFlash {
@@ -242,10 +243,33 @@ fn sysflash_lists_erases_writes_through_the_prompt_and_reads_back() {
 }
 
 #[test]
-fn cwjap_joins_known_aps_and_reports_codes_2_and_3() {
+fn cwjap_joins_known_aps_and_reports_codes_1_to_4() {
+    let ap = |ssid: &str, fault| AccessPoint {
+        ssid: ssid.into(),
+        password: "secret".into(),
+        rssi: -45,
+        fault,
+    };
     let mut at = engine();
-    at.set_access_points(vec![("lab".into(), "secret".into())]);
+    at.set_access_points(vec![
+        ap("lab", None),
+        ap("silent", Some(ApFault::NoAnswer)),
+        ap("picky", Some(ApFault::Refuses)),
+    ]);
     let mut memory = flash();
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"silent\",\"secret\"\r\n", &mut memory)),
+        "+CWJAP:1\r\n\r\nERROR\r\n"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"picky\",\"wrong\"\r\n", &mut memory)),
+        "+CWJAP:2\r\n\r\nERROR\r\n",
+        "a wrong password is found out before the AP refuses"
+    );
+    assert_eq!(
+        text(at.feed(b"AT+CWJAP=\"picky\",\"secret\"\r\n", &mut memory)),
+        "+CWJAP:4\r\n\r\nERROR\r\n"
+    );
     assert_eq!(
         text(at.feed(b"AT+CWJAP=\"lab\",\"wrong\"\r\n", &mut memory)),
         "+CWJAP:2\r\n\r\nERROR\r\n"

@@ -39,7 +39,20 @@ fn flashed_board(dir: &std::path::Path, project: &str, version: &str, download: 
     Board::start(config).unwrap()
 }
 
-/// Reads UART0 until `count` lines contain `needle`; bounded by 10 s.
+/// A board running ESP-AT v2.4.0.0, booted until `ready`, and its AT port.
+fn booted_esp_at(dir: &std::path::Path) -> (Board, serialport::TTYPort) {
+    let board = flashed_board(dir, "esp-at", "v2.4.0.0", true);
+    let mut uart1 = serialport::new(board.info.uart1.to_string_lossy(), 115_200)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .unwrap();
+    let state = board.control(Control::Reset).unwrap();
+    assert_eq!(state.app.as_deref(), Some("esp-at v2.4.0.0"));
+    read_until(&mut uart1, "ready", 1);
+    (board, uart1)
+}
+
+/// Reads a port until `count` lines contain `needle`; bounded by 10 s.
 fn read_until(port: &mut dyn Read, needle: &str, count: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut log = String::new();
@@ -104,19 +117,62 @@ fn generic_personality_runs_and_control_hooks_reach_the_board() {
 #[test]
 fn esp_at_app_answers_on_the_at_port() {
     let dir = tempfile::tempdir().unwrap();
-    let board = flashed_board(dir.path(), "esp-at", "v2.4.0.0", true);
-    let mut uart1 = serialport::new(board.info.uart1.to_string_lossy(), 115_200)
-        .timeout(Duration::from_millis(100))
-        .open_native()
-        .unwrap();
-    let state = board.control(Control::Reset).unwrap();
-    assert_eq!(state.app.as_deref(), Some("esp-at v2.4.0.0"));
-    read_until(&mut uart1, "ready", 1);
+    let (board, mut uart1) = booted_esp_at(dir.path());
     use std::io::Write;
     uart1.write_all(b"AT\r\n").unwrap();
     read_until(&mut uart1, "OK", 1);
     uart1.write_all(b"AT+GMR\r\n").unwrap();
     let gmr = read_until(&mut uart1, "OK", 1);
     assert!(gmr.contains("v2.4.0.0"), "{gmr}");
+    board.power_off();
+}
+
+/// A line sent while a command still runs is not queued: the module answers `busy p...`,
+/// then finishes the running command, then serves the next line normally.
+#[test]
+fn a_line_sent_while_a_command_runs_is_refused_busy() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (board, mut uart1) = booted_esp_at(dir.path());
+    let network = serde_json::from_str(
+        r#"{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        send_control(&board.info.control, &network).unwrap()["ok"],
+        true
+    );
+    uart1.write_all(b"ATE0\r\nAT+CWMODE=1\r\n").unwrap();
+    read_until(&mut uart1, "OK", 2);
+    uart1.write_all(b"AT+CWJAP=\"lab\",\"pw\"\r\n").unwrap();
+    read_until(&mut uart1, "OK", 1);
+
+    // A TLS server that accepts and never answers keeps AT+CIPSTART in its handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, connection) = std::sync::mpsc::channel();
+    std::thread::spawn(move || accepted.send(listener.accept().map(|(stream, _)| stream)));
+    uart1
+        .write_all(format!("AT+CIPSTART=\"SSL\",\"127.0.0.1\",{port}\r\n").as_bytes())
+        .unwrap();
+    let server_side = connection
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the board connects within 10 s")
+        .unwrap();
+    uart1.write_all(b"AT\r\n").unwrap();
+    uart1.flush().unwrap();
+    // Ends the handshake (the board sees the connection close) once the line is in.
+    drop(server_side);
+    let answer = read_until(&mut uart1, "ERROR", 1);
+    let busy = answer
+        .find("busy p...")
+        .expect("busy p... for the early line");
+    assert!(busy < answer.find("ERROR").unwrap(), "{answer}");
+    assert!(
+        !answer.contains("OK"),
+        "the early AT must not run: {answer}"
+    );
+    uart1.write_all(b"AT\r\n").unwrap();
+    read_until(&mut uart1, "OK", 1);
     board.power_off();
 }

@@ -343,6 +343,7 @@ fn run_scenario(
                 ssid: environment::WIFI_SSID.to_owned(),
                 password: environment::WIFI_PASSWORD.to_owned(),
                 rssi: -45,
+                fault: None,
             }],
             hosts: [
                 environment::BROKER_HOST,

@@ -193,22 +193,7 @@ fn a_broken_config_file_names_its_line() {
     let certs = generate_certs(dir.path());
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, "[broker]\nwithhold = [\"pubrel\"]\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args([
-            "serve",
-            "--mqtt-port",
-            "0",
-            "--sntp-port",
-            "0",
-            "--ota-port",
-            "0",
-        ])
-        .arg("--certs")
-        .arg(&certs)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = serve(&certs).arg("--config").arg(&config).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_ne!(output.status.code(), Some(0), "{stderr}");
     assert!(

@@ -329,29 +329,40 @@ impl Personality for EspAt {
             if !drain(&mut ctx, &output) {
                 return;
             }
-            let received = match ctx.at_read(&mut buf) {
+            let mut received = match ctx.at_read(&mut buf) {
                 Ok(0) => continue,
-                Ok(n) => &buf[..n],
+                Ok(n) => buf[..n].to_vec(),
                 // The AT pty closed (board powering off): nothing left to serve.
                 Err(_) => return,
             };
+            // Everything the host has sent so far, so that what arrives later is known to
+            // have come while the engine was busy.
+            let Ok(rest) = ctx.at_pending() else {
+                return;
+            };
+            received.extend_from_slice(&rest);
             let heap = ctx.shared.heap();
             engine.set_heap(heap.free, heap.min_free);
             engine.set_clock(ctx.shared.clock());
-            let access_points = ctx.shared.network().access_points;
-            engine.set_access_points(
-                access_points
-                    .into_iter()
-                    .map(|ap| (ap.ssid, ap.password))
-                    .collect(),
-            );
-            let reply = engine.feed(
-                received,
+            engine.set_access_points(ctx.shared.network().access_points);
+            let mut reply = engine.feed(
+                &received,
                 &mut BoardModule {
                     ctx: &ctx,
                     net: &mut net,
                 },
             );
+            // What arrived meanwhile was sent while a command still ran (its answer is not
+            // out yet): the module does not queue it. The rest of a line or of prompted data
+            // is simply read next.
+            if engine.ran_command() {
+                let Ok(sent_while_busy) = ctx.at_pending() else {
+                    return;
+                };
+                if !sent_while_busy.is_empty() {
+                    reply.splice(0..0, engine.refuse_busy(&sent_while_busy));
+                }
+            }
             if ctx.at_write(&reply).is_err() {
                 return;
             }

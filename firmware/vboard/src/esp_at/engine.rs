@@ -3,6 +3,8 @@
 
 use esp_formats::partition::Partition;
 
+use crate::personality::{AccessPoint, ApFault};
+
 mod network;
 mod socket;
 mod sysmfg;
@@ -112,8 +114,10 @@ pub struct AtEngine {
     min_free_heap: u32,
     pending_action: Option<BoardAction>,
     pending_data: Option<PendingData>,
-    /// `(ssid, password)` of the access points in range (board configuration).
-    access_points: Vec<(String, String)>,
+    /// The access points in range (board configuration).
+    access_points: Vec<AccessPoint>,
+    /// Whether the last [`AtEngine::feed`] ran a command to its end.
+    ran_command: bool,
     joined: Option<String>,
     /// `AT+CIPSNTPCFG`: enabled, timezone (hours), servers.
     sntp: Option<SntpConfig>,
@@ -131,6 +135,7 @@ pub struct SntpConfig {
 
 const OK: &[u8] = b"\r\nOK\r\n";
 const ERROR: &[u8] = b"\r\nERROR\r\n";
+const BUSY: &[u8] = b"\r\nbusy p...\r\n";
 
 impl AtEngine {
     /// A freshly booted module (echo on, SYSLOG off, station mode) with `free_heap` bytes free.
@@ -145,6 +150,7 @@ impl AtEngine {
             free_heap,
             min_free_heap: free_heap,
             pending_action: None,
+            ran_command: false,
             pending_data: None,
             access_points: Vec::new(),
             joined: None,
@@ -166,8 +172,8 @@ impl AtEngine {
         self.min_free_heap = min_free;
     }
 
-    /// Updates the access points in range, as `(ssid, password)`.
-    pub fn set_access_points(&mut self, access_points: Vec<(String, String)>) {
+    /// Updates the access points in range.
+    pub fn set_access_points(&mut self, access_points: Vec<AccessPoint>) {
         self.access_points = access_points;
     }
 
@@ -218,7 +224,9 @@ impl AtEngine {
         self.joined.as_deref()
     }
 
-    /// `AT+CWJAP="<ssid>","<pwd>"[,...]`: `+CWJAP:2` wrong password, `+CWJAP:3` AP not found.
+    /// `AT+CWJAP="<ssid>","<pwd>"[,...]`: `+CWJAP:1` timeout, `+CWJAP:2` wrong password,
+    /// `+CWJAP:3` AP not found, `+CWJAP:4` connect failed. A timeout is reported at once: the
+    /// module's 15 s wait would only slow the host's test down.
     fn join(&mut self, params: &[Param], out: &mut Vec<u8>) -> Result<(), AtError> {
         let Some(Param::Str(ssid)) = params.first() else {
             return Err(AtError::ParamType(0));
@@ -232,12 +240,14 @@ impl AtEngine {
         let ap = self
             .access_points
             .iter()
-            .find(|(s, _)| s.as_bytes() == ssid.as_slice());
+            .find(|ap| ap.ssid.as_bytes() == ssid.as_slice());
         let failure = match ap {
             None => 3,
-            Some((_, expected)) if expected.as_bytes() != password.as_slice() => 2,
-            Some((name, _)) => {
-                self.joined = Some(name.clone());
+            Some(ap) if ap.fault == Some(ApFault::NoAnswer) => 1,
+            Some(ap) if ap.password.as_bytes() != password.as_slice() => 2,
+            Some(ap) if ap.fault == Some(ApFault::Refuses) => 4,
+            Some(ap) => {
+                self.joined = Some(ap.ssid.clone());
                 out.extend_from_slice(b"WIFI CONNECTED\r\nWIFI GOT IP\r\n");
                 return Ok(());
             }
@@ -255,6 +265,7 @@ impl AtEngine {
     /// Feeds bytes received on the AT UART; returns the bytes to send back. Never panics.
     pub fn feed(&mut self, input: &[u8], module: &mut dyn Module) -> Vec<u8> {
         let mut out = Vec::new();
+        self.ran_command = false;
         for &byte in input {
             if self.echo && !self.framer.in_data_mode() {
                 out.push(byte);
@@ -264,6 +275,7 @@ impl AtEngine {
                 Some(FrameEvent::Data(data)) => {
                     if let Some(result) = self.complete_data(&data, module, &mut out) {
                         self.finish(result, &mut out);
+                        self.ran_command = true;
                     }
                 }
                 Some(FrameEvent::Line(line)) if line.is_empty() => {}
@@ -273,6 +285,7 @@ impl AtEngine {
                     // A command that prompted for data answers once the data is in.
                     if result.is_err() || self.pending_data.is_none() {
                         self.finish(result, &mut out);
+                        self.ran_command = true;
                     }
                 }
                 Some(FrameEvent::MissingCarriageReturn) => {
@@ -284,17 +297,38 @@ impl AtEngine {
         out
     }
 
+    /// Whether the last [`AtEngine::feed`] ran a command to its end (and so was busy while it
+    /// ran), rather than only taking part of a line or prompted data.
+    pub fn ran_command(&self) -> bool {
+        self.ran_command
+    }
+
+    /// Answers bytes that arrived while the previous command was still running: ESP-AT does
+    /// not queue them but drops them with `busy p...` (esp-facts §4.4), once per line.
+    pub fn refuse_busy(&self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let lines = input.iter().filter(|&&b| b == b'\n').count().max(1);
+        for _ in 0..lines {
+            self.error_code(&AtError::Busy, &mut out);
+            out.extend_from_slice(BUSY);
+        }
+        out
+    }
+
     fn finish(&self, result: Result<(), AtError>, out: &mut Vec<u8>) {
         match result {
             Ok(()) => out.extend_from_slice(OK),
             Err(error) => {
-                if self.syslog {
-                    out.extend_from_slice(
-                        format!("ERR CODE:0x{:08x}\r\n", error.code()).as_bytes(),
-                    );
-                }
+                self.error_code(&error, out);
                 out.extend_from_slice(ERROR);
             }
+        }
+    }
+
+    /// `ERR CODE:0x........`, printed only after `AT+SYSLOG=1`.
+    fn error_code(&self, error: &AtError, out: &mut Vec<u8>) {
+        if self.syslog {
+            out.extend_from_slice(format!("ERR CODE:0x{:08x}\r\n", error.code()).as_bytes());
         }
     }
 

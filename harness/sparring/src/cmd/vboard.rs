@@ -17,7 +17,8 @@ use sparring_vboard::board::{Board, BoardConfig};
 /// `{"cmd":"reset"}` (boot from flash), `{"cmd":"download"}` (restart into the ROM loader),
 /// `{"cmd":"state"}`, `{"cmd":"power_off"}`, and the firmware hooks
 /// `{"cmd":"reserve_heap","bytes":N}`, `{"cmd":"set_defects","defects":[{"defect":"skip-cn-check"}]}`,
-/// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"}}}`.
+/// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"}}}`
+/// (an access point may add `"fault":"no-answer"` or `"fault":"refuses"`: `+CWJAP:1` / `:4`).
 ///
 /// Flash it with espflash (library, ResetBeforeOperation::NoReset) or esptool
 /// (`--before no-reset --after no-reset`): ptys have no DTR/RTS lines to reset the chip.
