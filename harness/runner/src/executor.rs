@@ -753,14 +753,9 @@ impl ScenarioRun<'_> {
         if prompt.is_none() {
             return Err(fail(format!("no `>` prompt after {command}"), Vec::new()));
         }
-        let writer = self
-            .bench
-            .writers
-            .get_mut("at")
-            .ok_or_else(|| StepFailure::Error("no AT port".into()))?;
-        writer
-            .write_all(data)
-            .map_err(|e| StepFailure::Error(format!("writing the data of {command}: {e}")))?;
+        // Sent like a line, so the result is looked for after the prompt: the `OK` before
+        // `>` is not the answer to the data.
+        self.send(Port::At, data)?;
         self.expect(Port::At, result, Duration::from_secs(5))?;
         self.check_no_error(command)
     }

@@ -53,12 +53,32 @@ fn the_suite_passes_on_the_virtual_board_and_writes_three_reports() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let scenarios = scenario_count();
-    assert!(stderr.contains(&format!("{scenarios} pass")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} pass, 1 pass-with-warnings", scenarios - 1)),
+        "{stderr}"
+    );
     let results = results(dir.path());
     assert_eq!(results.len(), scenarios);
+    // Every scenario passes; the board's silent close on the oversized chain (as mbedTLS
+    // does) is the one warning.
+    for result in &results {
+        let expected = if result["id"] == "tls-large-chain" {
+            "pass-with-warnings"
+        } else {
+            "pass"
+        };
+        assert_eq!(result["verdict"], expected, "{result}");
+    }
+    let large_chain = results
+        .iter()
+        .find(|r| r["id"] == "tls-large-chain")
+        .unwrap();
     assert!(
-        results.iter().all(|r| r["verdict"] == "pass"),
-        "{results:?}"
+        large_chain["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without sending an alert"),
+        "{large_chain}"
     );
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testcase ").count(), scenarios, "{junit}");
@@ -106,7 +126,7 @@ const DEFECTS: [(&str, &str, &str); 8] = [
     ("ignore-expiry", "tls-expired", "-0x2700"),
     ("no-sntp-wait", "time-no-sntp", "TIME_UPDATED"),
     ("leak-per-connect=4096", "heap-low-tls", "free-heap"),
-    ("crash-on-large-record", "tls-large-chain", "crashed"),
+    ("crash-on-large-record", "mqtt-large-message", "crashed"),
     ("accept-any-ota-image", "ota-corrupt-image", "/^ERROR$/"),
     ("no-rollback", "ota-valid", "rollback cancelled"),
 ];

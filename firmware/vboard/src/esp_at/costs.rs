@@ -12,7 +12,9 @@
 //! - HTTP client for OTA: esp_http_client's default rx/tx buffers (512 each) and the OTA
 //!   write buffer of one flash sector (4096).
 
-pub const TLS_SESSION: u32 = 16_384 + 333 + 4_096 + 333;
+/// `CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN`: the largest record, and handshake message, mbedTLS takes.
+pub const TLS_IN_CONTENT_LEN: u32 = 16_384;
+pub const TLS_SESSION: u32 = TLS_IN_CONTENT_LEN + 333 + 4_096 + 333;
 pub const TLS_HANDSHAKE_PEAK: u32 = 20_480;
 pub const MQTT_CLIENT: u32 = 1_024 + 1_024 + 6_144;
 pub const OTA_BUFFERS: u32 = 512 + 512 + 4_096;

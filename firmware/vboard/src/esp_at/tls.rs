@@ -1,7 +1,7 @@
 //! TLS as the module's esp-tls/mbedTLS does it, built on rustls: credentials read from the
 //! board's own PKI partitions at connect time, certificates checked against the *board* clock
 //! and hosts table, defect switches bending verification, and every failure translated into
-//! the mbedTLS error code and X.509 verify flags a real board prints ([`MBEDTLS_FAILURES`]).
+//! the mbedTLS error code and X.509 verify flags a real board prints ([`mbedtls_failure`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -152,6 +152,13 @@ impl ServerCertVerifier for BoardVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        // A buffer limit, not a verification step: it holds with or without a CA.
+        let message_len = certificate_message_len(end_entity, intermediates);
+        if message_len > costs::TLS_IN_CONTENT_LEN as usize {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(CertificateMessageTooLarge { len: message_len })),
+            )));
+        }
         let Some(webpki) = &self.webpki else {
             return Ok(ServerCertVerified::assertion());
         };
@@ -215,6 +222,36 @@ impl ServerCertVerifier for BoardVerifier {
 #[derive(Debug, thiserror::Error)]
 #[error("the certificate validity starts in the future")]
 struct ValidityStartsInFuture;
+
+/// The server's Certificate handshake message does not fit mbedTLS's input buffer. mbedTLS
+/// before 3.6.3 (every ESP-AT release) does not reassemble a handshake message spread over
+/// several records ("TLS handshake fragmentation not supported", Mbed-TLS/mbedtls#1840) and
+/// fails with `MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE` (-0x7080) without sending an alert; later
+/// versions reassemble only up to `CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN`.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's Certificate message ({len} bytes) exceeds mbedTLS's input buffer")]
+struct CertificateMessageTooLarge {
+    len: usize,
+}
+
+/// Size of a TLS 1.2 Certificate handshake message carrying these certificates: the 4-byte
+/// handshake header, the 3-byte list length and a 3-byte length before each certificate.
+fn certificate_message_len(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> usize {
+    4 + 3
+        + std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| 3 + c.len())
+            .sum::<usize>()
+}
+
+/// Whether mbedTLS gives up on this failure without telling the peer.
+fn fails_silently(error: &rustls::Error) -> bool {
+    matches!(error, rustls::Error::InvalidCertificate(CertificateError::Other(other))
+        if other.0.is::<CertificateMessageTooLarge>())
+}
 
 /// Rewrites a verification failure so that rustls sends the alert mbedTLS sends for it.
 /// mbedTLS picks the alert from the verify flags (library/ssl_tls.c, after
@@ -327,6 +364,7 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
     let code = |code| MbedFailure { code, flags: 0 };
     match error {
         HandshakeError::OutOfHeap => code(0x7F00), // SSL_ALLOC_FAILED
+        HandshakeError::Tls(e) if fails_silently(e) => code(0x7080), // SSL_FEATURE_UNAVAILABLE
         HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => {
             verify(match e {
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
@@ -505,31 +543,40 @@ fn handshake(
     let mut conn = ClientConnection::new(Arc::new(config), name).map_err(HandshakeError::Tls)?;
     let deadline = Instant::now() + timeout;
     let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    // By hand rather than with `complete_io`, which sends rustls's alert on every failure:
+    // mbedTLS sends one only where it chooses to (see `fails_silently`).
+    let waiting = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
     while conn.is_handshaking() {
         if Instant::now() > deadline {
             return Err(HandshakeError::Io(std::io::ErrorKind::TimedOut));
         }
-        match conn.complete_io(&mut tcp) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                let tls = e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .cloned();
-                // Send our alert (certificate_expired, unknown_ca, ...) before giving up,
-                // as mbedTLS does.
-                let _ = conn.write_tls(&mut tcp);
-                return Err(match tls {
-                    Some(tls) => HandshakeError::Tls(tls),
-                    None => HandshakeError::Io(e.kind()),
-                });
-            }
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp)
+                .map_err(|e| HandshakeError::Io(e.kind()))?;
         }
+        match conn.read_tls(&mut tcp) {
+            Ok(0) => return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof)),
+            Ok(_) => {}
+            Err(e) if waiting(&e) => continue,
+            Err(e) => return Err(HandshakeError::Io(e.kind())),
+        }
+        if let Err(tls) = conn.process_new_packets() {
+            // Our alert (certificate_expired, unknown_ca, ...) goes out before giving up.
+            if !fails_silently(&tls) {
+                let _ = conn.write_tls(&mut tcp);
+            }
+            return Err(HandshakeError::Tls(tls));
+        }
+    }
+    // The client's last flight (Finished) may still be queued.
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp)
+            .map_err(|e| HandshakeError::Io(e.kind()))?;
     }
     Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(
         conn, tcp,
