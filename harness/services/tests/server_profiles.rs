@@ -1,7 +1,7 @@
 //! Every server-side fault profile served by the gate, met by clients that verify: a rustls
 //! client fails exactly as the manifest says, and the gate records the alert it sent back;
 //! `openssl s_client` (verifying hostname or IP, CRL and purpose) agrees on every profile and
-//! shows the SNI a client sends.
+//! shows the SNI a client sends; curl agrees too.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -188,6 +188,51 @@ async fn every_server_profile_meets_openssl_s_client_as_the_manifest_says() {
             text.lines()
                 .find(|l| l.contains("Verify return code"))
                 .unwrap_or("no verify result")
+        );
+    }
+}
+
+/// curl, which firmware teams use to check an OTA URL by hand, verifying name or IP, agrees
+/// with the manifest on every profile: a refused chain is a TLS failure (35, 51 or 60), an
+/// accepted one gets as far as the empty reply of the sink behind the gate. curl's CRL option
+/// demands a CRL for every level of the chain (the test PKI has only the intermediate's), so
+/// it runs without one and cannot see `revoked` — the one profile it must accept.
+#[tokio::test]
+async fn every_server_profile_meets_curl_as_the_manifest_says() {
+    if !common::tool_available("curl", "--version") {
+        return;
+    }
+    let root = pki().path(&pki().manifest.authorities.root.cert.pem);
+    for profile in pki()
+        .manifest
+        .profiles
+        .iter()
+        .filter(|p| p.side == Side::Server)
+    {
+        let gate = gate_for(&profile.name, EventBus::default()).await;
+        let port = gate.addr.port();
+        let mut command = tokio::process::Command::new("curl");
+        command
+            .args(["--silent", "--show-error", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(&root);
+        match profile.connect_by {
+            ConnectBy::Name => command
+                .arg("--resolve")
+                .arg(format!("broker.sparring.test:{port}:127.0.0.1"))
+                .arg(format!("https://broker.sparring.test:{port}/")),
+            ConnectBy::Ip => command.arg(format!("https://{}:{port}/", pki().manifest.ips[0])),
+        };
+        let output = command.output().await.unwrap();
+        let refused = matches!(output.status.code(), Some(35 | 51 | 60));
+        let expected_accept = profile.name == "revoked" || profile.expected == Expected::Accept;
+        assert_eq!(
+            !refused,
+            expected_accept,
+            "profile {}: curl exited {:?}: {}",
+            profile.name,
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).trim()
         );
     }
 }
