@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -182,4 +183,44 @@ fn a_broken_scenario_stops_the_run_with_its_position() {
         stderr.contains("broken.toml:7:33: expected a valid regular expression"),
         "{stderr}"
     );
+}
+
+/// Ctrl-C after the first verdict: the run finishes its step, skips the rest, still writes all
+/// three reports with what ran, and does not exit 0.
+#[test]
+fn ctrl_c_stops_the_run_and_still_writes_the_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sparring(&[], dir.path());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first_verdict = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with(" PASS ") || l.starts_with(" FAIL "));
+    assert!(first_verdict.is_some(), "the run ended before any verdict");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("interrupted: ")),
+        "no interrupted summary in {rest:?}"
+    );
+    let results = results(dir.path());
+    assert_eq!(
+        results.len(),
+        scenario_count(),
+        "every scenario is accounted for"
+    );
+    let skipped = results.iter().filter(|r| r["verdict"] == "skipped").count();
+    assert!(
+        skipped > 0 && skipped < results.len(),
+        "some ran, the rest were skipped: {results:?}"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), results.len());
+    assert!(dir.path().join("report.html").exists());
 }

@@ -19,7 +19,8 @@ use sparring_vboard::personality::Defect;
 ///
 /// Writes `junit.xml`, `report.json` and `report.html` into `--report` (also after a failure
 /// or Ctrl-C, for what ran), raw and timestamped serial logs under `--report/logs/`.
-/// Exit codes: 0 all passed, 1 a scenario failed or errored, 2 usage or configuration error.
+/// Exit codes: 0 all passed, 1 a scenario failed or errored, 2 usage or configuration error,
+/// 130 interrupted by Ctrl-C.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario files or directories (default: scenarios/).
@@ -88,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         snapshot_dir,
         update_snapshots: args.update_snapshots,
         defects: args.defects,
-        interrupted,
+        interrupted: interrupted.clone(),
     };
     let mut terminal = Terminal::default();
     let mut record = RunRecord::default();
@@ -102,12 +103,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     let results = result.context("running the scenarios")?;
-    Ok(if results.iter().all(|r| r.verdict.passed()) {
+    Ok(if interrupted.load(Ordering::SeqCst) {
+        // Whatever passed, the suite did not run to its end: never a success for CI.
+        ExitCode::from(INTERRUPTED)
+    } else if results.iter().all(|r| r.verdict.passed()) {
         ExitCode::SUCCESS
     } else {
         super::exit_problem()
     })
 }
+
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
 
 /// Ctrl-C sets the flag; the executor finishes its step, skips the rest, and reports.
 fn watch_ctrl_c(flag: Arc<AtomicBool>) {
