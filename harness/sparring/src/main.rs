@@ -29,18 +29,13 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Each subcommand's help (short and long) is the doc comment of its `Args`.
 enum Command {
-    /// Run scenarios against boards (default: all of scenarios/ on a virtual ESP32-C3) and write JUnit, JSON and HTML reports.
     Run(cmd::run::Args),
-    /// Generate the test PKI (server and device fault profiles, CRL, manifest, ESP-AT bins), build AtPKI bins, inspect certificates.
     Certs(cmd::certs::Args),
-    /// Build ESP app images and flash sets (bootloader, partition table, otadata, app); explain images and tables.
     Image(cmd::image::Args),
-    /// Run a virtual ESP32 / ESP32-C3 board on pseudo-terminals (ROM loader, flash file, boot, control socket).
     Vboard(cmd::vboard::Args),
-    /// Run the mutual-TLS MQTT broker and SNTP server standalone, for work with a real board by hand.
     Serve(cmd::serve::Args),
-    /// Validate scenario files without running them; errors name file:line:column.
     Check(cmd::check::Args),
 }
 

@@ -11,7 +11,10 @@ use sparring_runner::executor::{self, RunOptions};
 use sparring_runner::scenario::{LoadError, load_path};
 use sparring_vboard::personality::Defect;
 
-/// Run scenarios against boards: flash, provision, drive, judge, snapshot, report.
+/// Run scenarios against boards (default: all of scenarios/ on a virtual ESP32-C3) and write
+/// JUnit, JSON and HTML reports.
+///
+/// Per scenario: flash, provision, drive, judge, snapshot, report.
 ///
 /// With no arguments it runs every scenario in `scenarios/` against a virtual ESP32-C3
 /// running the ESP-AT firmware personality — no hardware needed. Each scenario gets fresh

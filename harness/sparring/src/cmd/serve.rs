@@ -39,6 +39,8 @@ use sparring_services::{BrokerBehaviour, EventBus, MqttService, TlsSettings, gat
 ///   [ota]      image = "build/app.bin", files = "build/", running-version = "2.4.0.0",
 ///              slot-size = 1900544
 #[derive(Debug, clap::Args)]
+// Verbatim: the TOML sketch above must keep its lines.
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// A directory written by `sparring certs`.
     #[arg(long, default_value = "certs/out")]
@@ -46,7 +48,8 @@ pub struct Args {
     /// Server certificate profile to serve (valid, expired, wrong-host, ...; see manifest.json).
     #[arg(long, default_value = "valid")]
     profile: String,
-    /// Address to listen on.
+    /// Address to listen on: loopback by default; a board on the network needs the host's LAN
+    /// address, and certificates issued for it.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// MQTT over TLS port (0: any free port).
