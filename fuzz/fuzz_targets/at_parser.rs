@@ -22,5 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let mut engine = AtEngine::new(info, 100_000);
     for chunk in data.chunks(17) {
         let _ = engine.feed(chunk, &mut flash);
+        // What the board does with bytes that came while a command ran.
+        if engine.ran_command() {
+            let _ = engine.refuse_busy(chunk);
+        }
     }
 });
