@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use sparring_pki::{ConnectBy, Expected, RejectReason, Side};
+use sparring_pki::{ConnectBy, Expected, ProfileEntry, RejectReason, Side};
 use sparring_services::events::TlsOutcome;
 use sparring_services::{EventBus, Gate, gate};
 use tokio::net::TcpListener;
@@ -32,6 +32,15 @@ async fn gate_for(profile: &str, events: EventBus) -> Gate {
     Gate::start("127.0.0.1:0".parse().unwrap(), upstream, config, events)
         .await
         .unwrap()
+}
+
+/// Every server-side profile of the test PKI, as its manifest describes it.
+fn server_profiles() -> impl Iterator<Item = &'static ProfileEntry> {
+    pki()
+        .manifest
+        .profiles
+        .iter()
+        .filter(|p| p.side == Side::Server)
 }
 
 fn classify(error: &std::io::Error) -> RejectReason {
@@ -69,12 +78,7 @@ async fn connect(addr: SocketAddr, name: ServerName<'static>) -> Result<(), std:
 
 #[tokio::test]
 async fn every_server_profile_meets_a_verifying_client_as_the_manifest_says() {
-    for profile in pki()
-        .manifest
-        .profiles
-        .iter()
-        .filter(|p| p.side == Side::Server)
-    {
+    for profile in server_profiles() {
         let events = EventBus::default();
         let mut receiver = events.subscribe();
         let gate = gate_for(&profile.name, events).await;
@@ -144,12 +148,7 @@ async fn every_server_profile_meets_openssl_s_client_as_the_manifest_says() {
     }
     let root = pki().path(&pki().manifest.authorities.root.cert.pem);
     let crl = pki().path(&pki().manifest.crl.pem);
-    for profile in pki()
-        .manifest
-        .profiles
-        .iter()
-        .filter(|p| p.side == Side::Server)
-    {
+    for profile in server_profiles() {
         let gate = gate_for(&profile.name, EventBus::default()).await;
         let mut command = tokio::process::Command::new("openssl");
         command
@@ -203,12 +202,7 @@ async fn every_server_profile_meets_curl_as_the_manifest_says() {
         return;
     }
     let root = pki().path(&pki().manifest.authorities.root.cert.pem);
-    for profile in pki()
-        .manifest
-        .profiles
-        .iter()
-        .filter(|p| p.side == Side::Server)
-    {
+    for profile in server_profiles() {
         let gate = gate_for(&profile.name, EventBus::default()).await;
         let port = gate.addr.port();
         let mut command = tokio::process::Command::new("curl");
