@@ -21,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
     ]);
     let mut engine = AtEngine::new(info, 100_000);
     for chunk in data.chunks(17) {
-        let _ = engine.feed(chunk, &mut flash);
+        let mut reply = engine.feed(chunk, &mut flash);
         // What the board does with bytes that came while a command ran.
         if engine.ran_command() {
-            let _ = engine.refuse_busy(chunk);
+            engine.refuse_busy(&mut reply, chunk);
         }
     }
 });

@@ -142,8 +142,8 @@ fn a_line_sent_while_a_command_runs_is_refused_busy() {
         send_control(&board.info.control, &network).unwrap()["ok"],
         true
     );
-    uart1.write_all(b"ATE0\r\nAT+CWMODE=1\r\n").unwrap();
-    read_until(&mut uart1, "OK", 2);
+    uart1.write_all(b"AT+CWMODE=1\r\n").unwrap();
+    read_until(&mut uart1, "OK", 1);
     uart1.write_all(b"AT+CWJAP=\"lab\",\"pw\"\r\n").unwrap();
     read_until(&mut uart1, "OK", 1);
 
@@ -164,10 +164,13 @@ fn a_line_sent_while_a_command_runs_is_refused_busy() {
     // Ends the handshake (the board sees the connection close) once the line is in.
     drop(server_side);
     let answer = read_until(&mut uart1, "ERROR", 1);
+    // Echo of the running command, then busy for the early line, then the command's result.
+    let echo = answer.find("AT+CIPSTART").expect("the command's echo");
     let busy = answer
         .find("busy p...")
         .expect("busy p... for the early line");
-    assert!(busy < answer.find("ERROR").unwrap(), "{answer}");
+    let error = answer.find("ERROR").unwrap();
+    assert!(echo < busy && busy < error, "{answer}");
     assert!(
         !answer.contains("OK"),
         "the early AT must not run: {answer}"

@@ -360,7 +360,7 @@ impl Personality for EspAt {
                     return;
                 };
                 if !sent_while_busy.is_empty() {
-                    reply.splice(0..0, engine.refuse_busy(&sent_while_busy));
+                    engine.refuse_busy(&mut reply, &sent_while_busy);
                 }
             }
             if ctx.at_write(&reply).is_err() {

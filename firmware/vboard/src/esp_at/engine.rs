@@ -116,8 +116,9 @@ pub struct AtEngine {
     pending_data: Option<PendingData>,
     /// The access points in range (board configuration).
     access_points: Vec<AccessPoint>,
-    /// Whether the last [`AtEngine::feed`] ran a command to its end.
-    ran_command: bool,
+    /// Where, in the output of the last [`AtEngine::feed`], the final result of the last
+    /// command it ran to its end begins (`None`: it ran none).
+    last_result_at: Option<usize>,
     joined: Option<String>,
     /// `AT+CIPSNTPCFG`: enabled, timezone (hours), servers.
     sntp: Option<SntpConfig>,
@@ -150,7 +151,7 @@ impl AtEngine {
             free_heap,
             min_free_heap: free_heap,
             pending_action: None,
-            ran_command: false,
+            last_result_at: None,
             pending_data: None,
             access_points: Vec::new(),
             joined: None,
@@ -265,7 +266,7 @@ impl AtEngine {
     /// Feeds bytes received on the AT UART; returns the bytes to send back. Never panics.
     pub fn feed(&mut self, input: &[u8], module: &mut dyn Module) -> Vec<u8> {
         let mut out = Vec::new();
-        self.ran_command = false;
+        self.last_result_at = None;
         for &byte in input {
             if self.echo && !self.framer.in_data_mode() {
                 out.push(byte);
@@ -274,8 +275,8 @@ impl AtEngine {
                 None => {}
                 Some(FrameEvent::Data(data)) => {
                     if let Some(result) = self.complete_data(&data, module, &mut out) {
+                        self.last_result_at = Some(out.len());
                         self.finish(result, &mut out);
-                        self.ran_command = true;
                     }
                 }
                 Some(FrameEvent::Line(line)) if line.is_empty() => {}
@@ -284,8 +285,8 @@ impl AtEngine {
                         parse_line(&line).and_then(|cmd| self.execute(&cmd, module, &mut out));
                     // A command that prompted for data answers once the data is in.
                     if result.is_err() || self.pending_data.is_none() {
+                        self.last_result_at = Some(out.len());
                         self.finish(result, &mut out);
-                        self.ran_command = true;
                     }
                 }
                 Some(FrameEvent::MissingCarriageReturn) => {
@@ -300,19 +301,22 @@ impl AtEngine {
     /// Whether the last [`AtEngine::feed`] ran a command to its end (and so was busy while it
     /// ran), rather than only taking part of a line or prompted data.
     pub fn ran_command(&self) -> bool {
-        self.ran_command
+        self.last_result_at.is_some()
     }
 
-    /// Answers bytes that arrived while the previous command was still running: ESP-AT does
-    /// not queue them but drops them with `busy p...` (esp-facts §4.4), once per line.
-    pub fn refuse_busy(&self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let lines = input.iter().filter(|&&b| b == b'\n').count().max(1);
-        for _ in 0..lines {
-            self.error_code(&AtError::Busy, &mut out);
-            out.extend_from_slice(BUSY);
+    /// Answers bytes that arrived while the last command of the last feed was still running:
+    /// ESP-AT does not queue them but drops them with `busy p...` (esp-facts §4.4), once per
+    /// line, printed in `reply` (that feed's output) before the command's final result.
+    pub fn refuse_busy(&self, reply: &mut Vec<u8>, late: &[u8]) {
+        let Some(at) = self.last_result_at.filter(|&at| at <= reply.len()) else {
+            return;
+        };
+        let mut busy = Vec::new();
+        for _ in 0..late.iter().filter(|&&b| b == b'\n').count().max(1) {
+            self.error_code(&AtError::Busy, &mut busy);
+            busy.extend_from_slice(BUSY);
         }
-        out
+        reply.splice(at..at, busy);
     }
 
     fn finish(&self, result: Result<(), AtError>, out: &mut Vec<u8>) {
