@@ -73,6 +73,14 @@ async fn valid_device_connects_publishes_and_receives() {
     );
 }
 
+/// Each bad device certificate (or none at all) and the reason the gate must record.
+const BAD_DEVICES: [(Option<&str>, RejectReason); 4] = [
+    (Some("device-expired"), RejectReason::ClientCertExpired),
+    (Some("device-untrusted"), RejectReason::UnknownIssuer),
+    (Some("device-revoked"), RejectReason::Revoked),
+    (None, RejectReason::ClientCertMissing),
+];
+
 async fn rejected_reason(device: Option<&str>) -> TlsOutcome {
     let (service, mut events) = start().await;
     let (_client, mut eventloop) =
@@ -86,12 +94,7 @@ async fn rejected_reason(device: Option<&str>) -> TlsOutcome {
 
 #[tokio::test]
 async fn bad_device_certificates_are_rejected_with_the_reason() {
-    for (device, reason) in [
-        (Some("device-expired"), RejectReason::ClientCertExpired),
-        (Some("device-untrusted"), RejectReason::UnknownIssuer),
-        (Some("device-revoked"), RejectReason::Revoked),
-        (None, RejectReason::ClientCertMissing),
-    ] {
+    for (device, reason) in BAD_DEVICES {
         match rejected_reason(device).await {
             TlsOutcome::RejectedByUs { reason: got, .. } => assert_eq!(got, reason, "{device:?}"),
             other => panic!("{device:?}: {other:?}"),
@@ -195,12 +198,7 @@ async fn mosquitto_pub_connects_with_a_valid_certificate_only() {
         next_tls(&mut events).await.client_cn.as_deref(),
         Some("sparring-dut-1")
     );
-    for (device, reason) in [
-        (Some("device-expired"), RejectReason::ClientCertExpired),
-        (Some("device-untrusted"), RejectReason::UnknownIssuer),
-        (Some("device-revoked"), RejectReason::Revoked),
-        (None, RejectReason::ClientCertMissing),
-    ] {
+    for (device, reason) in BAD_DEVICES {
         let refused = run(device).await.unwrap();
         assert!(!refused.status.success(), "{device:?} must be refused");
         match next_tls(&mut events).await.outcome {

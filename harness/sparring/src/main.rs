@@ -16,7 +16,7 @@ mod cmd;
 /// when the network has its worst day.
 ///
 /// Exit codes: 0 success, 1 a problem was found (failed scenario, bad
-/// certificate), 2 usage or configuration error.
+/// certificate), 2 usage or configuration error, 130 a run stopped by Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "sparring", version)]
 struct Cli {
