@@ -23,9 +23,9 @@ impl Terminal {
     /// A line above the bar; straight to stderr when there is no terminal to draw on (CI).
     fn println(&self, line: String) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            say(&line);
         } else {
-            self.println(line);
+            self.bar.println(line);
         }
     }
 
@@ -69,13 +69,20 @@ impl Terminal {
             } => {
                 self.bar.finish_and_clear();
                 let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-                eprintln!(
+                say(&format!(
                     "{}{} in {:.1} s",
                     if *interrupted { "interrupted: " } else { "" },
                     summary.join(", "),
                     *elapsed_ms as f64 / 1000.0
-                );
+                ));
             }
         }
     }
+}
+
+/// A line on stderr; a closed stderr (`sparring run 2>&1 | head`) must not stop the run, which
+/// still writes its reports.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

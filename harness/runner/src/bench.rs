@@ -156,13 +156,14 @@ impl Bench {
             while Instant::now() < deadline {
                 match self.attach(port) {
                     Ok(()) => break,
+                    Err(BenchError::Port { problem, .. }) => last = problem,
                     Err(e) => last = e.to_string(),
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             if !self.has_port(port) {
                 let reason = format!(
-                    "disappeared and did not come back within {} ms ({last})",
+                    "disappeared and did not come back within {} ms (last try: {last})",
                     self.reopen_within.as_millis()
                 );
                 let error = self.port_error(port, &path, reason);

@@ -56,7 +56,9 @@ pub enum EnvironmentError {
 /// Running services of one scenario; dropping it stops them.
 pub struct Environment {
     _gate: Gate,
-    _sntp: SntpServer,
+    /// Taken when the environment stops: its port must be free when the next one starts.
+    sntp_server: Option<SntpServer>,
+    runtime: tokio::runtime::Handle,
     _ota: OtaService,
     forward: tokio::task::JoinHandle<()>,
     pub broker_plain: SocketAddr,
@@ -68,6 +70,10 @@ pub struct Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.forward.abort();
+        if let Some(sntp) = self.sntp_server.take() {
+            // Dropped on the executor's thread, never inside the runtime.
+            self.runtime.block_on(sntp.shutdown());
+        }
     }
 }
 
@@ -171,7 +177,8 @@ impl Environment {
             broker_plain: broker.v4,
             sntp: sntp.addr,
             _gate: gate,
-            _sntp: sntp,
+            sntp_server: Some(sntp),
+            runtime: runtime.handle().clone(),
             _ota: ota,
             forward,
             vars,

@@ -132,6 +132,10 @@ pub fn probe(link: &LoaderLink) -> Result<ChipInfo, FlashError> {
         port: link.path.display().to_string(),
         source: Box::new(e),
     })?;
+    if link.before == ResetBeforeOperation::DefaultReset {
+        // Back into the app with the lines that took it out (espflash's post-flash reset).
+        let _ = flasher.connection().reset();
+    }
     Ok(ChipInfo {
         chip: info.chip.to_string(),
         mac: info

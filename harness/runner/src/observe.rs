@@ -147,10 +147,18 @@ impl PortReader {
         let thread = {
             let stop = stop.clone();
             let alive = alive.clone();
+            let device = path.to_owned();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while !stop.load(Ordering::SeqCst) {
                     match serial.read(&mut buf) {
+                        // End of file: a hung-up port (a pty whose master closed) reads 0
+                        // after poll reports it ready; once its device node is gone it is lost.
+                        Ok(0) if !device.exists() => {
+                            alive.store(false, Ordering::SeqCst);
+                            lock(&sink).port_lost(port, "the device is gone".into());
+                            return;
+                        }
                         Ok(0) => {}
                         Ok(n) => lock(&sink).push_serial(port, &buf[..n]),
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}

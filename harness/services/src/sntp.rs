@@ -44,6 +44,13 @@ impl Drop for SntpServer {
 }
 
 impl SntpServer {
+    /// Stops the server and waits until its socket is closed, so the port can be bound again
+    /// at once (a lab's fixed SNTP port, scenario after scenario).
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     pub async fn start(
         bind: SocketAddr,
         config: SntpConfig,

@@ -3,40 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sparring_vboard::board::{BoardInfo, Control, send_control};
-
-struct VboardProcess {
-    child: Child,
-    info: BoardInfo,
-}
-
-impl Drop for VboardProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_vboard(flash: &Path) -> VboardProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .args(["vboard", "--chip", "esp32c3", "--download", "--flash"])
-        .arg(flash)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info: BoardInfo =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-    VboardProcess { child, info }
-}
+use common::vboard::start_vboard;
+use sparring_vboard::board::{Control, send_control};
 
 /// Runs esptool on the board's UART0; `None` when esptool is missing outside CI.
 fn esptool(port: &Path, args: &[&str]) -> Option<String> {

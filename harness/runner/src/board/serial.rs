@@ -14,7 +14,7 @@ use wait_timeout::ChildExt;
 use super::inventory::{BoardEntry, FoundPort, PortSelector, ResetMethod, enumerate};
 use super::lock::{self, BoardLock};
 use super::{Board, BoardError, Capability, FirmwareKind, LabFixture};
-use crate::flash::{LoaderLink, probe};
+use crate::flash::{ChipInfo, FlashError, LoaderLink, probe};
 use crate::scenario::Port;
 
 /// How long a reset command may run.
@@ -122,6 +122,16 @@ fn find_by_mac(entry: &BoardEntry, mac: &str, ports: &[FoundPort]) -> Result<Fou
             asked.join("; ")
         }
     ))
+}
+
+/// Probes a port no inventory entry describes: espflash's DTR/RTS reset where the port is USB
+/// (it has the lines), none elsewhere (a pty, a bare UART).
+pub fn probe_unlisted(port: &FoundPort) -> Result<ChipInfo, FlashError> {
+    let before = match port.usb {
+        Some(_) => ResetBeforeOperation::DefaultReset,
+        None => ResetBeforeOperation::NoReset,
+    };
+    probe(&loader_link(port, before))
 }
 
 fn loader_link(port: &FoundPort, before: ResetBeforeOperation) -> LoaderLink {

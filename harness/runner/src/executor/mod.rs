@@ -100,7 +100,12 @@ fn lab_of(options: &RunOptions) -> Lab {
 fn open_board(spec: &str, index: usize, options: &RunOptions) -> Result<Box<dyn Board>, RunError> {
     if let Some(chip) = virtual_board::parse_spec(spec) {
         let dir = options.report_dir.join("boards").join(format!("{index}"));
-        let name = format!("{spec}#{index}");
+        let twice = options.boards.iter().filter(|b| *b == spec).count() > 1;
+        let name = if twice {
+            format!("{spec}#{index}")
+        } else {
+            spec.to_owned()
+        };
         return Ok(Box::new(VirtualBoard::start(chip, &name, &dir)?));
     }
     let inventory = options

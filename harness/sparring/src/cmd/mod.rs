@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+pub mod boards;
 pub mod certs;
 pub mod check;
 pub mod image;

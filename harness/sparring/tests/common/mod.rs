@@ -1,5 +1,10 @@
 //! Running the `sparring` binary as a user does, shared by the CLI test files.
 
+// Each test binary uses part of these helpers.
+#![allow(dead_code)]
+
+pub mod vboard;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
