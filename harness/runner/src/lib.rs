@@ -1,8 +1,8 @@
 //! The scenario engine, along the data flow: scenario files (`scenario`) are flattened into
-//! steps (`plan`), run by the `executor` on boards (`backend`) against per-scenario services
-//! (`environment`); what the board prints and the services see is collected (`capture`,
-//! `observe`), judged (`crash`, verdicts in `executor`), snapshotted (`snapshot`) and emitted
-//! as typed `events` that reporters consume.
+//! steps (`plan`, with files from the step `library`), run by the `executor` on boards
+//! (`backend`) against per-scenario services (`environment`); what the board prints and the
+//! services see is collected (`capture`, `observe`), judged (`crash`, verdicts in `executor`),
+//! snapshotted (`snapshot`) and emitted as typed `events` that reporters consume.
 
 pub mod backend;
 pub mod capture;
@@ -11,6 +11,7 @@ pub mod environment;
 pub mod events;
 pub mod executor;
 pub mod flash;
+pub mod library;
 pub mod observe;
 pub mod plan;
 pub mod scenario;

@@ -2,12 +2,15 @@
 
 use std::process::{Command, Output};
 
+/// `sparring check PATH`, with no library directories from the caller's environment.
+fn check_command(path: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sparring"));
+    command.arg("check").arg(path).env_remove("SPARRING_LIB");
+    command
+}
+
 fn check(path: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparring"))
-        .arg("check")
-        .arg(path)
-        .output()
-        .expect("sparring runs")
+    check_command(path).output().expect("sparring runs")
 }
 
 const VALID: &str = r#"id = "at-answers"
@@ -75,4 +78,38 @@ fn a_broken_library_file_is_located_in_the_library_file() {
         String::from_utf8_lossy(&output.stdout).contains("0 scenario(s) valid, 1 invalid"),
         "{output:?}"
     );
+}
+
+#[test]
+fn includes_are_found_in_sparring_lib_after_the_scenarios_own_lib() {
+    let scenarios = tempfile::tempdir().expect("temp dir");
+    let team_lib = tempfile::tempdir().expect("temp dir");
+    let including = VALID.replace(
+        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }",
+        "[[steps]]\ninclude = { file = \"team/hello.toml\" }",
+    );
+    std::fs::write(scenarios.path().join("uses-team-lib.toml"), including).expect("write");
+
+    let output = check(scenarios.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let looked_in = format!(
+        "cannot find included team/hello.toml; looked in {}, <built-in>/team/hello.toml",
+        scenarios.path().join("lib/team/hello.toml").display()
+    );
+    assert!(stderr.contains(&looked_in), "{stderr}");
+
+    std::fs::create_dir_all(team_lib.path().join("team")).expect("mkdir");
+    std::fs::write(
+        team_lib.path().join("team/hello.toml"),
+        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }\n",
+    )
+    .expect("write");
+    let missing = scenarios.path().join("no-such-dir");
+    let search_path = std::env::join_paths([missing.as_path(), team_lib.path()]).expect("paths");
+    let output = check_command(scenarios.path())
+        .env("SPARRING_LIB", search_path)
+        .output()
+        .expect("sparring runs");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use sparring_runner::plan;
 use sparring_runner::scenario::{LoadError, load_path};
 
-/// Validate scenario files (syntax, step kinds, ports, regexes) and the library files they
-/// include (`scenarios/lib/`), without running anything.
+/// Validate scenario files (syntax, step kinds, ports, regexes, steps that would pass whatever
+/// the board does) and the step library files they include, without running anything.
 ///
 /// Every error is printed as `file:line:column: what was expected`, in the file where it is. Exits 1 when
 /// any file is invalid, 2 when the path cannot be read.
