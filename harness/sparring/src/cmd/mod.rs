@@ -7,6 +7,7 @@ use std::process::ExitCode;
 pub mod certs;
 pub mod check;
 pub mod image;
+pub mod new;
 pub mod run;
 pub mod serve;
 pub mod vboard;
