@@ -61,7 +61,13 @@ impl Library {
         let own = scenario.parent().unwrap_or(Path::new(".")).join("lib");
         let extra = std::env::var_os(LIB_PATH_VARIABLE);
         let mut dirs = vec![own];
-        dirs.extend(extra.iter().flat_map(std::env::split_paths));
+        // An empty entry (`SPARRING_LIB=`, `a::b`) would mean the current directory.
+        dirs.extend(
+            extra
+                .iter()
+                .flat_map(std::env::split_paths)
+                .filter(|dir| !dir.as_os_str().is_empty()),
+        );
         Library { dirs }
     }
 

@@ -138,27 +138,21 @@ fn steps_in_a_library_file_are_checked_like_a_scenarios() {
     let scenario = write_scenario(dir.path(), "{ file = \"team/heap.toml\" }");
     let library_file = dir.path().join("lib/team/heap.toml");
 
-    write_lib_file(
-        dir.path(),
-        "team/heap.toml",
-        "# Heap left after connecting.\n[[steps]]\nassert = { fact = \"free-heap\" }\n",
-    );
-    let error = error_text(expand_file(&scenario));
-    assert!(
-        error.starts_with(&format!(
-            "{}:2:1: expected `at_least` or `at_most`",
-            library_file.display()
-        )),
-        "{error}"
-    );
-
-    write_lib_file(dir.path(), "team/heap.toml", "# Nothing yet.\nsteps = []\n");
-    let error = error_text(expand_file(&scenario));
-    assert!(
-        error.starts_with(&format!(
-            "{}:2:9: expected at least one step",
-            library_file.display()
-        )),
-        "{error}"
-    );
+    for (library_text, at, expected) in [
+        (
+            "# Heap left after connecting.\n[[steps]]\nassert = { fact = \"free-heap\" }\n",
+            "2:1",
+            "expected `at_least` or `at_most`",
+        ),
+        (
+            "# Nothing yet.\nsteps = []\n",
+            "2:9",
+            "expected at least one step",
+        ),
+    ] {
+        write_lib_file(dir.path(), "team/heap.toml", library_text);
+        let error = error_text(expand_file(&scenario));
+        let located = format!("{}:{at}: {expected}", library_file.display());
+        assert!(error.starts_with(&located), "{error}");
+    }
 }
