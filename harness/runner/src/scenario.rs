@@ -495,16 +495,19 @@ fn steps_value_offset(text: &str) -> usize {
     toml::from_str::<StepsOnly>(text).map_or(0, |file| file.steps.span().start)
 }
 
-/// Loads one file.
+/// Loads one file, with the library files it includes: a broken include stops `sparring run`
+/// before anything runs, as a broken scenario does.
 pub fn load_file(path: &Path) -> Result<LoadedScenario, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(LoadedScenario {
+    let loaded = LoadedScenario {
         path: path.to_owned(),
         scenario: parse(path, &text)?,
-    })
+    };
+    crate::plan::expand(&loaded)?;
+    Ok(loaded)
 }
 
 /// Loads a file, or every `*.toml` directly inside a directory (sorted; `lib/` and

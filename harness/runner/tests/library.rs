@@ -27,8 +27,9 @@ fn files_under(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
+/// Loads (which checks the includes) and expands a scenario file.
 fn expand_file(path: &Path) -> Result<Vec<PlannedStep>, LoadError> {
-    plan::expand(&load_file(path).unwrap())
+    plan::expand(&load_file(path)?)
 }
 
 /// A scenario that includes `include` (a TOML inline table), written to `dir/uses-lib.toml`.

@@ -113,3 +113,53 @@ fn includes_are_found_in_sparring_lib_after_the_scenarios_own_lib() {
         .expect("sparring runs");
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
+
+#[test]
+fn check_and_run_refuse_a_step_that_cannot_fail_alike_also_in_a_library_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("lib/team")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("lib/team/heap.toml"),
+        "[[steps]]\nassert = { fact = \"free-heap\" }\n",
+    )
+    .expect("write");
+    let bad_library = format!(
+        "{}:1:1: expected `at_least` or `at_most`",
+        dir.path().join("lib/team/heap.toml").display()
+    );
+    let bad_scenario = format!(
+        "{}:5:1: expected a `matching` regex",
+        dir.path().join("b.toml").display()
+    );
+    let scenario = |step: &str| VALID.replace("send = { port = \"at\", line = \"AT\" }", step);
+    std::fs::write(
+        dir.path().join("a.toml"),
+        scenario("include = { file = \"team/heap.toml\" }"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b.toml"),
+        scenario("wait-event = { event = \"mqtt\", within_ms = 1000 }"),
+    )
+    .expect("write");
+
+    let output = check(dir.path());
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let check_errors = String::from_utf8_lossy(&output.stderr);
+    // Nothing runs: the run stops at load with the same errors.
+    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .arg("run")
+        .arg(dir.path())
+        .arg("--report")
+        .arg(dir.path().join("report"))
+        .env_remove("SPARRING_LIB")
+        .output()
+        .expect("sparring runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let run_errors = String::from_utf8_lossy(&output.stderr);
+    for errors in [&check_errors, &run_errors] {
+        assert!(errors.contains(&bad_library), "{errors}");
+        assert!(errors.contains(&bad_scenario), "{errors}");
+    }
+    assert!(!dir.path().join("report").exists());
+}
