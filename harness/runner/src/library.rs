@@ -36,13 +36,13 @@ pub const BUILT_IN: &[(&str, &str)] = &[
 ];
 
 /// How built-in files are named in errors and step origins.
-pub const BUILT_IN_ORIGIN: &str = "<built-in>";
+const BUILT_IN_ORIGIN: &str = "<built-in>";
 
 /// Environment variable with more library directories, separated like `PATH`.
-pub const LIB_PATH_VARIABLE: &str = "SPARRING_LIB";
+const LIB_PATH_VARIABLE: &str = "SPARRING_LIB";
 
 /// A library file found by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct LibraryFile {
     /// Where it was found: a file path, or `<built-in>/NAME`.
     pub origin: PathBuf,
@@ -50,7 +50,7 @@ pub struct LibraryFile {
 }
 
 /// Where includes are looked up, in order; the built-in library comes after `dirs`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Library {
     dirs: Vec<PathBuf>,
 }
