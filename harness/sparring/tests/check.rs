@@ -24,6 +24,11 @@ send = { port = "at", line = "AT" }
 expect = { port = "at", regex = "^OK$", within_ms = 2000 }
 "#;
 
+/// VALID with its first step (line 6, under the `[[steps]]` header at line 5) replaced.
+fn with_first_step(step: &str) -> String {
+    VALID.replace("send = { port = \"at\", line = \"AT\" }", step)
+}
+
 #[test]
 fn valid_files_pass_and_a_broken_one_is_located() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -61,10 +66,7 @@ fn a_broken_library_file_is_located_in_the_library_file() {
         "[[steps]]\nsend = { port = \"at\", line = \"AT\" }\n\n[[steps]]\nexpect = { port = \"uart7\", regex = \"^OK$\", within_ms = 2000 }\n",
     )
     .expect("write");
-    let including = VALID.replace(
-        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }",
-        "[[steps]]\ninclude = { file = \"esp-at/hello.toml\" }",
-    );
+    let including = with_first_step("include = { file = \"esp-at/hello.toml\" }");
     std::fs::write(dir.path().join("uses-lib.toml"), including).expect("write");
     let output = check(dir.path());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
@@ -84,10 +86,7 @@ fn a_broken_library_file_is_located_in_the_library_file() {
 fn includes_are_found_in_sparring_lib_after_the_scenarios_own_lib() {
     let scenarios = tempfile::tempdir().expect("temp dir");
     let team_lib = tempfile::tempdir().expect("temp dir");
-    let including = VALID.replace(
-        "[[steps]]\nsend = { port = \"at\", line = \"AT\" }",
-        "[[steps]]\ninclude = { file = \"team/hello.toml\" }",
-    );
+    let including = with_first_step("include = { file = \"team/hello.toml\" }");
     std::fs::write(scenarios.path().join("uses-team-lib.toml"), including).expect("write");
 
     let output = check(scenarios.path());
@@ -131,15 +130,14 @@ fn check_and_run_refuse_a_step_that_cannot_fail_alike_also_in_a_library_file() {
         "{}:5:1: expected a `matching` regex",
         dir.path().join("b.toml").display()
     );
-    let scenario = |step: &str| VALID.replace("send = { port = \"at\", line = \"AT\" }", step);
     std::fs::write(
         dir.path().join("a.toml"),
-        scenario("include = { file = \"team/heap.toml\" }"),
+        with_first_step("include = { file = \"team/heap.toml\" }"),
     )
     .expect("write");
     std::fs::write(
         dir.path().join("b.toml"),
-        scenario("wait-event = { event = \"mqtt\", within_ms = 1000 }"),
+        with_first_step("wait-event = { event = \"mqtt\", within_ms = 1000 }"),
     )
     .expect("write");
 
