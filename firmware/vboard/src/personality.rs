@@ -226,8 +226,26 @@ pub struct NetworkConfig {
     pub hosts: BTreeMap<String, IpAddr>,
     /// Destination ports the board's network redirects (well-known port → where sparring's
     /// service listens), e.g. SNTP's 123, which tests cannot bind.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port_map")]
     pub ports: BTreeMap<u16, u16>,
+}
+
+/// JSON object keys are strings (`{"123":1123}`), and the control request's internally tagged
+/// enum buffers them, which loses serde_json's own string-to-integer key parsing: parse here.
+fn port_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<u16, u16>, D::Error> {
+    let text_keys = BTreeMap::<String, u16>::deserialize(deserializer)?;
+    text_keys
+        .into_iter()
+        .map(|(from, to)| {
+            from.parse::<u16>().map(|from| (from, to)).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "port {from:?}: expected a port number 1-65535 as the key"
+                ))
+            })
+        })
+        .collect()
 }
 
 impl NetworkConfig {

@@ -45,18 +45,19 @@ pub fn render(record: &RunRecord) -> String {
             ""
         }
     );
-    h.push_str("<h2>Boards</h2><table><tr><th>board</th><th>chip</th><th>MAC</th><th>flash</th><th>firmware</th><th>version</th><th>SHA-256</th></tr>");
+    h.push_str("<h2>Boards</h2><table><tr><th>board</th><th>chip</th><th>MAC</th><th>flash</th><th>firmware</th><th>version</th><th>ELF SHA-256</th></tr>");
     for b in &record.boards {
+        let firmware = b.firmware.as_ref();
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&b.spec),
+            esc(&b.name),
             esc(&b.chip),
             esc(&b.mac),
             esc(&b.flash_size),
-            esc(&b.firmware_project),
-            esc(&b.firmware_version),
-            esc(&b.firmware_sha256)
+            esc(firmware.map_or("(not seen booting)", |f| f.project.as_str())),
+            esc(firmware.map_or("", |f| f.version.as_str())),
+            esc(firmware.map_or("", |f| f.elf_sha256.as_str()))
         );
     }
     h.push_str("</table><h2>Certificate authorities</h2><table><tr><th>CA</th><th>SHA-256 fingerprint</th></tr>");
@@ -93,11 +94,16 @@ pub fn render(record: &RunRecord) -> String {
             alerts = esc(&f.alerts_sent.join(", ")),
             hs = f.handshakes,
             att = f.connect_attempts,
-            bo = f.last_backoff_ms,
-            free = f.free_heap,
-            low = f.heap_low_water,
+            bo = optional(f.last_backoff_ms),
+            free = optional(f.free_heap),
+            low = optional(f.heap_low_water),
         );
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+/// A fact that may not have been observed.
+fn optional(value: Option<u32>) -> String {
+    value.map_or_else(|| "not seen".to_owned(), |v| v.to_string())
 }

@@ -34,7 +34,15 @@ impl RunRecord {
                 self.boards = boards.clone();
                 self.ca_fingerprints = ca_fingerprints.clone();
             }
-            RunEvent::ScenarioFinished(result) => self.results.push((**result).clone()),
+            RunEvent::ScenarioFinished(result) => {
+                // The firmware a board runs is known once a boot log showed it.
+                if let Some(firmware) = &result.facts.firmware
+                    && let Some(board) = self.boards.iter_mut().find(|b| b.name == result.board)
+                {
+                    board.firmware = Some(firmware.clone());
+                }
+                self.results.push((**result).clone());
+            }
             RunEvent::RunFinished {
                 elapsed_ms,
                 interrupted,

@@ -37,8 +37,8 @@ impl Terminal {
                 self.bar.set_length((scenarios * boards.len()) as u64);
                 for b in boards {
                     self.println(format!(
-                        "board {}: {} {} ({}), firmware {} {}",
-                        b.spec, b.chip, b.mac, b.flash_size, b.firmware_project, b.firmware_version
+                        "board {}: {} {} ({} flash, ROM loader)",
+                        b.name, b.chip, b.mac, b.flash_size
                     ));
                 }
             }

@@ -5,8 +5,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use sparring_runner::events::RunEvent;
 use sparring_runner::executor::{RunOptions, run};
@@ -79,14 +77,11 @@ fn main() {
         .collect();
 
     let report = tempfile::tempdir().expect("temp dir");
-    let options = RunOptions {
-        boards: vec!["virtual:esp32c3".to_owned()],
-        report_dir: report.path().to_owned(),
-        snapshot_dir: dir.path().join("snapshots"),
-        update_snapshots: false,
-        defects: Vec::new(),
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
+    let options = RunOptions::new(
+        vec!["virtual:esp32c3".to_owned()],
+        report.path().to_owned(),
+        dir.path().join("snapshots"),
+    );
     let mut boots = Vec::new();
     let mut connects = Vec::new();
     for _ in 0..RUNS {

@@ -7,7 +7,8 @@ use std::time::Instant;
 use esp_formats::Chip;
 use esp_formats::image::{self, AppSpec};
 use esp_formats::loader::{self, Opcode, Request};
-use sparring_runner::flash::{FlashOptions, Region, flash};
+use espflash::connection::ResetBeforeOperation;
+use sparring_runner::flash::{FlashOptions, LoaderLink, Region, flash};
 use sparring_vboard::board::{Board, BoardConfig, Control};
 use sparring_vboard::flash::Flash;
 use sparring_vboard::rom::RomLoader;
@@ -36,7 +37,12 @@ fn main() {
         progress: false,
     };
     let start = Instant::now();
-    let report = flash(&board.info.uart0, &regions, &options).expect("flash");
+    let report = flash(
+        &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        &regions,
+        &options,
+    )
+    .expect("flash");
     let through_espflash = start.elapsed();
     assert_eq!(report.written.len(), 1);
     board.control(Control::PowerOff);

@@ -3,8 +3,6 @@
 //! time from start to the first step that talks to the board (the first flash).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use sparring_runner::events::RunEvent;
@@ -16,14 +14,11 @@ fn main() {
     let (scenarios, errors) = load_path(&root.join("scenarios"));
     assert!(errors.is_empty(), "{errors:?}");
     let report = tempfile::tempdir().expect("temp dir");
-    let options = RunOptions {
-        boards: vec!["virtual:esp32c3".to_owned()],
-        report_dir: report.path().to_owned(),
-        snapshot_dir: root.join("scenarios/snapshots"),
-        update_snapshots: false,
-        defects: Vec::new(),
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
+    let options = RunOptions::new(
+        vec!["virtual:esp32c3".to_owned()],
+        report.path().to_owned(),
+        root.join("scenarios/snapshots"),
+    );
     let started = Instant::now();
     let mut first_step_ms = None;
     let results = run(&scenarios, &options, &mut |event| {

@@ -3,6 +3,7 @@
 //! Plain data (serde), so the JSON report is their serialisation.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,18 +40,37 @@ pub enum RunEvent {
     },
 }
 
-/// Who a board is, as the qualification report shows it.
+/// Who a board is, as the qualification report shows it: the chip as its ROM loader says, the
+/// firmware as its boot log says — never what the harness assumes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoardIdentity {
-    /// `virtual:esp32c3`, `/dev/ttyUSB0`, ...
-    pub spec: String,
+    /// `desk-c3` (inventory id), `virtual:esp32c3#0`, ...
+    pub name: String,
     pub chip: String,
     pub mac: String,
     pub flash_size: String,
-    /// The firmware under test: project, version, SHA-256 of the app image.
-    pub firmware_project: String,
-    pub firmware_version: String,
-    pub firmware_sha256: String,
+    /// The firmware the board last booted; `None` until a boot log showed it.
+    pub firmware: Option<FirmwareIdentity>,
+}
+
+/// An app as ESP-IDF's boot log announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareIdentity {
+    pub project: String,
+    pub version: String,
+    /// The ELF file's SHA-256: in full when it is the app sparring flashed, else the prefix the
+    /// boot log prints (`3c1a9f0b2d4e5f60...`).
+    pub elf_sha256: String,
+}
+
+impl fmt::Display for FirmwareIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} (ELF SHA-256 {})",
+            self.project, self.version, self.elf_sha256
+        )
+    }
 }
 
 /// How a scenario ended.
@@ -120,10 +140,15 @@ pub struct Facts {
     /// Alerts the board sent when it refused a server ("certificate_expired", "none").
     pub alerts_sent: Vec<String>,
     pub handshakes: usize,
+    /// TLS connections the board opened to the broker, as the gate saw them.
     pub connect_attempts: u32,
-    pub last_backoff_ms: u32,
-    pub free_heap: u32,
-    pub heap_low_water: u32,
+    /// From the end of the last failed attempt to the start of the next, as the broker saw it.
+    pub last_backoff_ms: Option<u32>,
+    /// The firmware's own last heap report (`+SYSRAM:<free>,<min free>` on ESP-AT).
+    pub free_heap: Option<u32>,
+    pub heap_low_water: Option<u32>,
     pub mqtt_client_ids: Vec<String>,
     pub http_requests: usize,
+    /// What the board booted during the scenario, from its boot log.
+    pub firmware: Option<FirmwareIdentity>,
 }

@@ -5,7 +5,7 @@
 //! "already holds the same image" is decided by comparing that MD5 with the local one:
 //! nothing has to be read back over the serial line.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use esp_formats::Chip;
@@ -63,42 +63,92 @@ pub enum FlashError {
     Chip(Chip),
 }
 
-/// Flashes `regions` onto the board whose download port is `port` (already in download
-/// mode: sparring resets boards through their own control channel, ptys have no DTR/RTS).
+/// How espflash reaches a board's ROM loader: the port, its USB identity (espflash picks its
+/// reset sequence from the PID: USB-JTAG-serial or classic DTR/RTS) and whether to reset at all.
+#[derive(Debug, Clone)]
+pub struct LoaderLink {
+    pub path: PathBuf,
+    pub usb: UsbPortInfo,
+    /// `DefaultReset` drives DTR/RTS as espflash does; `NoReset` when the board is already in
+    /// its loader (a relay, a virtual board, a button).
+    pub before: ResetBeforeOperation,
+}
+
+impl LoaderLink {
+    /// A port without USB identity (a pty, a UART bridge we know nothing about).
+    pub fn plain(path: PathBuf, before: ResetBeforeOperation) -> LoaderLink {
+        // vid/pid 0: what espflash itself uses for ports without USB identity.
+        let usb = UsbPortInfo {
+            vid: 0,
+            pid: 0,
+            serial_number: None,
+            manufacturer: None,
+            product: None,
+            location: None,
+        };
+        LoaderLink { path, usb, before }
+    }
+
+    fn connect(&self, chip: Option<Chip>, use_stub: bool) -> Result<Flasher, FlashError> {
+        let name = self.path.to_string_lossy().into_owned();
+        let serial = serialport::new(&name, 115_200)
+            .timeout(Duration::from_secs(3))
+            .open_native()
+            .map_err(|source| FlashError::Open {
+                port: name.clone(),
+                source,
+            })?;
+        let connection = Connection::new(
+            serial,
+            self.usb.clone(),
+            ResetAfterOperation::NoReset,
+            self.before,
+            115_200,
+        );
+        let chip = chip.map(espflash_chip).transpose()?;
+        Flasher::connect(connection, use_stub, true, false, chip, None).map_err(|e| {
+            FlashError::Connect {
+                port: name,
+                source: Box::new(e),
+            }
+        })
+    }
+}
+
+/// What the ROM loader says about the chip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChipInfo {
+    /// espflash's name (`esp32c3`).
+    pub chip: String,
+    pub mac: String,
+    /// `4MB`.
+    pub flash_size: String,
+}
+
+/// Connects to the ROM loader and reads chip, MAC and flash size.
+pub fn probe(link: &LoaderLink) -> Result<ChipInfo, FlashError> {
+    let mut flasher = link.connect(None, false)?;
+    let info = flasher.device_info().map_err(|e| FlashError::Connect {
+        port: link.path.display().to_string(),
+        source: Box::new(e),
+    })?;
+    Ok(ChipInfo {
+        chip: info.chip.to_string(),
+        mac: info
+            .mac_address
+            .unwrap_or_else(|| "(secure download mode)".into()),
+        flash_size: format!("{}MB", info.flash_size.size() >> 20),
+    })
+}
+
+/// Flashes `regions` onto the board behind `link`, skipping regions whose on-board MD5
+/// already matches.
 pub fn flash(
-    port: &Path,
+    link: &LoaderLink,
     regions: &[Region],
     options: &FlashOptions,
 ) -> Result<FlashReport, FlashError> {
-    let name = port.to_string_lossy().into_owned();
-    let serial = serialport::new(&name, 115_200)
-        .timeout(Duration::from_secs(3))
-        .open_native()
-        .map_err(|source| FlashError::Open {
-            port: name.clone(),
-            source,
-        })?;
-    // vid/pid 0: what espflash itself uses for ports without USB identity.
-    let info = UsbPortInfo {
-        vid: 0,
-        pid: 0,
-        serial_number: None,
-        manufacturer: None,
-        product: None,
-    };
-    let connection = Connection::new(
-        serial,
-        info,
-        ResetAfterOperation::NoReset,
-        ResetBeforeOperation::NoReset,
-        115_200,
-    );
-    let chip = espflash_chip(options.chip)?;
-    let mut flasher = Flasher::connect(connection, options.use_stub, true, false, Some(chip), None)
-        .map_err(|e| FlashError::Connect {
-            port: name.clone(),
-            source: Box::new(e),
-        })?;
+    let mut flasher = link.connect(Some(options.chip), options.use_stub)?;
     let mut report = FlashReport {
         written: Vec::new(),
         skipped: Vec::new(),

@@ -1,10 +1,12 @@
 //! The scenario engine, along the data flow: scenario files (`scenario`) are flattened into
 //! steps (`plan`, with files from the step `library`), run by the `executor` on boards
-//! (`backend`) against per-scenario services (`environment`); what the board prints and the
-//! services see is collected (`capture`, `observe`), judged (`crash`, verdicts in `executor`),
+//! (`board`: backends, inventory, capabilities; `bench`: a board with its ports and identity;
+//! `flash`: espflash) against per-scenario services (`environment`); what the board prints and
+//! the services see is collected (`capture`, `observe`), judged (`crash`, `verdict`),
 //! snapshotted (`snapshot`) and emitted as typed `events` that reporters consume.
 
-pub mod backend;
+pub mod bench;
+pub mod board;
 pub mod capture;
 pub mod crash;
 pub mod environment;
@@ -16,3 +18,4 @@ pub mod observe;
 pub mod plan;
 pub mod scenario;
 pub mod snapshot;
+pub mod verdict;

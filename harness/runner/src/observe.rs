@@ -9,7 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sparring_services::Event;
+use regex::Regex;
+use sparring_services::events::{Direction, TlsOutcome};
+use sparring_services::{Event, EventKind};
 
 use crate::capture::Capture;
 use crate::scenario::Port;
@@ -20,6 +22,8 @@ pub struct Observed {
     pub log: Capture,
     pub at: Capture,
     pub events: Vec<Event>,
+    /// Ports that went away while observed (`the log port: Input/output error`).
+    pub lost: Vec<String>,
 }
 
 impl Observed {
@@ -60,6 +64,18 @@ impl Observations {
             Port::At => state.at.push(at, bytes),
         }
         drop(state);
+        self.changed.notify_all();
+    }
+
+    /// A reader lost its port: every wait ends, and the step says why.
+    pub fn port_lost(&self, port: Port, error: String) {
+        let name = match port {
+            Port::Log => "log",
+            Port::At => "AT",
+        };
+        lock(&self.state)
+            .lost
+            .push(format!("the {name} port went away: {error}"));
         self.changed.notify_all();
     }
 
@@ -109,6 +125,7 @@ pub type Sink = Arc<Mutex<Arc<Observations>>>;
 /// A reader thread copying one serial port into the observations until stopped.
 pub struct PortReader {
     stop: Arc<AtomicBool>,
+    alive: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -126,8 +143,10 @@ impl PortReader {
             .map_err(std::io::Error::other)?;
         let writer = serial.try_clone_native().map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let alive = Arc::new(AtomicBool::new(true));
         let thread = {
             let stop = stop.clone();
+            let alive = alive.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while !stop.load(Ordering::SeqCst) {
@@ -135,8 +154,12 @@ impl PortReader {
                         Ok(0) => {}
                         Ok(n) => lock(&sink).push_serial(port, &buf[..n]),
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        // The board went away: nothing more will come.
-                        Err(_) => return,
+                        // The board went away (a pty's master closed, a USB cable pulled).
+                        Err(e) => {
+                            alive.store(false, Ordering::SeqCst);
+                            lock(&sink).port_lost(port, e.to_string());
+                            return;
+                        }
                     }
                 }
             })
@@ -144,10 +167,18 @@ impl PortReader {
         Ok((
             PortReader {
                 stop,
+                alive,
                 thread: Some(thread),
             },
             writer,
         ))
+    }
+}
+
+impl PortReader {
+    /// False once the port failed under the reader.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 }
 
@@ -158,4 +189,132 @@ impl Drop for PortReader {
             let _ = thread.join();
         }
     }
+}
+
+/// The first complete or partial line at or after `from` matching `regex`.
+pub fn find_line(observed: &Observed, port: Port, from: usize, regex: &Regex) -> Option<String> {
+    let capture = observed.port(port);
+    capture
+        .lines()
+        .get(from..)
+        .into_iter()
+        .flatten()
+        .map(|l| l.text.as_str())
+        .chain(std::iter::once(capture.partial()))
+        .find(|text| regex.is_match(text))
+        .map(str::to_owned)
+}
+
+/// An event as a step kind and a one-line description that `matching` regexes run against.
+pub fn describe(event: &Event) -> (String, String) {
+    match &event.kind {
+        EventKind::Tls(r) => {
+            let sni = r.sni.as_deref().unwrap_or("none");
+            let (kind, what) = match &r.outcome {
+                TlsOutcome::Established => (
+                    "tls-established",
+                    format!(
+                        "version={} client_cn={}",
+                        r.version.as_deref().unwrap_or("?"),
+                        r.client_cn.as_deref().unwrap_or("none")
+                    ),
+                ),
+                TlsOutcome::RejectedByUs { reason, detail } => (
+                    "device-rejected",
+                    format!(
+                        "reason={} detail={detail}",
+                        serde_json::to_string(reason)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                    ),
+                ),
+                TlsOutcome::AbortedByPeer { alert } => (
+                    "tls-alert",
+                    format!("alert={}", alert.as_deref().unwrap_or("none")),
+                ),
+                TlsOutcome::HandshakeTimeout => ("tls-timeout", "handshake timed out".to_owned()),
+            };
+            (
+                kind.to_owned(),
+                format!("{what} sni={sni} service={}", event.service),
+            )
+        }
+        EventKind::Mqtt(m) => {
+            let kind = match (m.direction, m.packet.as_str()) {
+                (Direction::FromDevice, "CONNECT") => "device-connected",
+                (Direction::FromDevice, "PUBLISH") => "published",
+                (Direction::FromDevice, "SUBSCRIBE") => "subscribed",
+                _ => "mqtt",
+            };
+            let line = format!(
+                "{:?} {} client_id={} topic={} qos={} size={} code={} fault={}",
+                m.direction,
+                m.packet,
+                m.client_id.as_deref().unwrap_or("-"),
+                m.topic.as_deref().unwrap_or("-"),
+                m.qos.map_or("-".into(), |q| q.to_string()),
+                m.payload_size.map_or("-".into(), |s| s.to_string()),
+                m.return_code.as_deref().unwrap_or("-"),
+                m.fault.as_deref().unwrap_or("-"),
+            );
+            (kind.to_owned(), line)
+        }
+        EventKind::Sntp(s) => (
+            "sntp".to_owned(),
+            format!("answered={} skew={}", s.answered, s.skew_seconds),
+        ),
+        EventKind::Http(h) => {
+            let kind = if h.status == 200 && h.body_complete {
+                "ota-completed"
+            } else {
+                "ota-request"
+            };
+            (
+                kind.to_owned(),
+                format!(
+                    "{} {} status={} bytes={} complete={}",
+                    h.method, h.path, h.status, h.bytes_sent, h.body_complete
+                ),
+            )
+        }
+    }
+}
+
+/// Raw bytes and timestamped lines of both ports and the services' events into `dir` as
+/// `<id>.<port>.log` / `.txt` and `<id>.events.jsonl`, whatever happened; returns what was
+/// written, by port.
+pub fn write_logs(
+    dir: &Path,
+    id: &str,
+    observed: &Observed,
+) -> std::collections::BTreeMap<String, String> {
+    let mut written = std::collections::BTreeMap::new();
+    if std::fs::create_dir_all(dir).is_err() {
+        return written;
+    }
+    for (port, name) in [(Port::Log, "log"), (Port::At, "at")] {
+        let capture = observed.port(port);
+        let raw = dir.join(format!("{id}.{name}.log"));
+        let lines = dir.join(format!("{id}.{name}.txt"));
+        let text: String = capture
+            .lines()
+            .iter()
+            .map(|l| format!("[{:>9.3}] {}\n", l.at.as_secs_f64(), l.text))
+            .collect();
+        if std::fs::write(&raw, capture.raw()).is_ok() && std::fs::write(&lines, text).is_ok() {
+            written.insert(name.to_owned(), raw.display().to_string());
+        }
+    }
+    // The services' events, one JSON object per line (serve's `--events` format).
+    let events = dir.join(format!("{id}.events.jsonl"));
+    let jsonl: String = observed
+        .events
+        .iter()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .map(|line| line + "\n")
+        .collect();
+    if std::fs::write(&events, jsonl).is_ok() {
+        written.insert("events".to_owned(), events.display().to_string());
+    }
+    written
 }

@@ -42,6 +42,11 @@ pub struct BoardRequirement {
     /// `AT+SYSFLASH`) or `mfg-nvs` (v3.1+, written with `AT+SYSMFG`).
     #[serde(default)]
     pub at_storage: AtStorage,
+    /// What the board or its lab must offer beyond ports and resets (`heap-control`,
+    /// `defects`, `lab-network`, `power`); on a board without one the scenario is skipped,
+    /// naming it.
+    #[serde(default)]
+    pub requires: Vec<crate::board::Capability>,
 }
 
 /// ESP-AT certificate storage, as scenario files name it.
@@ -391,10 +396,36 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
             .parse::<sparring_vboard::personality::Defect>()
             .map_err(|e| invalid(path, text, defect.span().start, e))?;
     }
+    let requires = |capability: crate::board::Capability, offset: usize, what: &str| {
+        if scenario.board.requires.contains(&capability) {
+            Ok(())
+        } else {
+            Err(invalid(
+                path,
+                text,
+                offset,
+                format!(
+                    "{what} needs `requires = [\"{capability}\"]` in [board], so boards without it skip the scenario"
+                ),
+            ))
+        }
+    };
+    use crate::board::Capability;
+    if let Some(defect) = scenario.setup.defects.first() {
+        requires(Capability::Defects, defect.span().start, "a defect switch")?;
+    }
+    if scenario.setup.reserve_heap.is_some() {
+        requires(Capability::HeapControl, 0, "setup.reserve_heap")?;
+    }
+    for step in &scenario.steps {
+        if let Step::Heap(_) = step.get_ref() {
+            requires(Capability::HeapControl, step.span().start, "a heap step")?;
+        }
+    }
     validate_steps(path, text, &scenario.steps)
 }
 
-/// The event kinds a `wait-event` step can wait for: what the executor's `describe()` calls
+/// The event kinds a `wait-event` step can wait for: what [`crate::observe::describe`] calls
 /// the service events.
 pub const EVENT_KINDS: &[&str] = &[
     "tls-established",

@@ -22,7 +22,9 @@ pub enum SnapshotOutcome {
 
 /// Replaces what differs from run to run: timestamps, heap figures, ports, MACs, clocks,
 /// fingerprints.
-pub fn normalise(lines: &[String]) -> String {
+/// `placeholders` replace values that differ between labs (host names or addresses, Wi-Fi
+/// credentials) before the rules run.
+pub fn normalise(lines: &[String], placeholders: &[(String, &str)]) -> String {
     let rules: [(&str, &str); 9] = [
         (r"^([EWID]) \(\d+\)", "$1 (T)"),
         // Certificate lengths vary with their signatures; ports are picked at run time.
@@ -42,6 +44,9 @@ pub fn normalise(lines: &[String]) -> String {
     let mut out = String::new();
     for line in lines {
         let mut line = line.clone();
+        for (value, placeholder) in placeholders {
+            line = line.replace(value.as_str(), placeholder);
+        }
         for (regex, with) in &compiled {
             line = regex.replace_all(&line, *with).into_owned();
         }
@@ -117,7 +122,7 @@ mod tests {
             "+MQTTCONNECTED:0,5,\"broker.sparring.test\",\"41234\",\"\",1".to_owned(),
         ];
         assert_eq!(
-            normalise(&lines),
+            normalise(&lines, &[]),
             "I (T) esp-tls: x\n+SYSRAM:<free>,<min>\n+MQTTCONNECTED:0,5,\"broker.sparring.test\",\"<port>\",\"\",1\n"
         );
     }

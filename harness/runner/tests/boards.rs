@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use esp_formats::image::{self, AppSpec};
 use esp_formats::{Chip, partition};
-use sparring_runner::flash::{FlashOptions, Region, flash};
+use espflash::connection::ResetBeforeOperation;
+use sparring_runner::flash::{FlashOptions, LoaderLink, Region, flash};
 use sparring_vboard::board::{Board, BoardConfig, Control, Mode};
 
 /// Flashes bootloader, partition table and app through the harness's espflash path.
@@ -36,7 +37,7 @@ fn flash_board(chip: Chip, use_stub: bool, dir: &std::path::Path) -> Board {
         },
     ];
     let report = flash(
-        &board.info.uart0,
+        &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
         &regions,
         &FlashOptions {
             chip,

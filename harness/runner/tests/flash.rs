@@ -5,7 +5,8 @@
 
 use esp_formats::image::{self, AppSpec};
 use esp_formats::{Chip, partition};
-use sparring_runner::flash::{FlashOptions, Region, flash};
+use espflash::connection::ResetBeforeOperation;
+use sparring_runner::flash::{FlashOptions, LoaderLink, Region, flash};
 use sparring_vboard::board::{Board, BoardConfig, Control, Mode};
 
 #[test]
@@ -38,14 +39,24 @@ fn flashes_then_skips_unchanged_regions() {
         use_stub: true,
         progress: false,
     };
-    let first = flash(&board.info.uart0, &regions, &options).unwrap();
+    let first = flash(
+        &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        &regions,
+        &options,
+    )
+    .unwrap();
     assert_eq!(first.written.len(), 3);
     assert!(first.skipped.is_empty());
 
     board.control(Control::Download).unwrap();
     let mut changed = regions.clone();
     changed[2].data = image::build_app(&AppSpec::new(chip, "blink", "v2")).unwrap();
-    let second = flash(&board.info.uart0, &changed, &options).unwrap();
+    let second = flash(
+        &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        &changed,
+        &options,
+    )
+    .unwrap();
     assert_eq!(second.written, vec!["app.bin".to_owned()]);
     assert_eq!(
         second.skipped,

@@ -258,7 +258,7 @@ fn the_known_event_kinds_are_the_kinds_the_executor_gives_events() {
     ];
     let described: BTreeSet<String> = events
         .iter()
-        .map(|e| sparring_runner::executor::describe(e).0)
+        .map(|e| sparring_runner::observe::describe(e).0)
         .collect();
     let known: BTreeSet<String> = EVENT_KINDS.iter().map(|k| k.to_string()).collect();
     assert_eq!(described, known);

@@ -41,6 +41,8 @@ tags = []
 personality = "esp-at"
 # chips = ["esp32c3"]          # empty or absent: any chip
 # at_storage = "mfg-nvs"       # ESP-AT v3.1+ keeps certificates in mfg NVS (AT+SYSMFG)
+# requires = ["heap-control"]  # beyond ports and resets: heap-control, defects, lab-network,
+                               # power; boards without one skip the scenario
 
 [setup]
 # server_profile = "valid"     # the broker's certificate: a `sparring certs` profile
@@ -49,8 +51,8 @@ personality = "esp-at"
 # sntp = true                  # answer SNTP requests
 # sntp_offset_secs = 0         # clock skew served, in seconds
 # ota_variant = "valid"        # OTA image served: valid, corrupt-byte, wrong-chip, ...
-# reserve_heap = 40000         # bytes of heap taken from the board before the steps
-# defects = []                 # virtual-firmware defects this scenario switches on
+# reserve_heap = 40000         # heap taken from the board first (requires "heap-control")
+# defects = []                 # virtual-firmware defects to switch on (requires "defects")
 # expect_crash = false         # a crash is expected (its absence fails)
 
 # Flash, provision the device certificate, join Wi-Fi, sync time.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use sparring_report::{RunRecord, terminal::Terminal};
+use sparring_runner::board::inventory::Inventory;
 use sparring_runner::executor::{self, RunOptions};
 use sparring_runner::scenario::{LoadError, load_path};
 use sparring_vboard::personality::Defect;
@@ -18,7 +19,13 @@ use sparring_vboard::personality::Defect;
 ///
 /// With no arguments it runs every scenario in `scenarios/` against a virtual ESP32-C3
 /// running the ESP-AT firmware personality — no hardware needed. Each scenario gets fresh
-/// services (TLS gate with its server certificate profile, broker, SNTP) on loopback.
+/// services (TLS gate with its server certificate profile, broker, SNTP, OTA) on loopback.
+///
+/// Real boards are named by their id in a `boards.toml` inventory (`--boards FILE`, else
+/// `$SPARRING_BOARDS`, else `./boards.toml`): `sparring run --board desk-c3`. The services then
+/// listen on the inventory's `[lab] bind` address, and scenarios needing something the board
+/// does not offer (heap-control, defects, lab-network) are skipped, naming it. A board is held
+/// by one run at a time. `sparring boards` lists ports and checks the inventory.
 ///
 /// Writes `junit.xml`, `report.json` and `report.html` into `--report` (also after a failure
 /// or Ctrl-C, for what ran), raw and timestamped serial logs under `--report/logs/`.
@@ -28,9 +35,16 @@ use sparring_vboard::personality::Defect;
 pub struct Args {
     /// Scenario files or directories (default: scenarios/).
     paths: Vec<PathBuf>,
-    /// Board to run on; repeat for several. Only `virtual:esp32c3` and `virtual:esp32` so far.
+    /// Board to run on: `virtual:esp32c3`, `virtual:esp32`, or an id from the inventory;
+    /// repeat for several (they run one after another).
     #[arg(long = "board", default_value = "virtual:esp32c3")]
     boards: Vec<String>,
+    /// The board inventory (default: $SPARRING_BOARDS, else ./boards.toml if present).
+    #[arg(long = "boards", value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// Wait for boards another sparring run holds instead of failing at once.
+    #[arg(long)]
+    wait_for_boards: bool,
     /// Only scenarios whose id matches this glob (`tls-*`).
     #[arg(long)]
     filter: Option<String>,
@@ -43,8 +57,8 @@ pub struct Args {
     /// Turn a defect switch on in the virtual firmware for the whole run, to prove the suite
     /// catches bad firmware: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait,
     /// leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback.
-    #[arg(long = "defect")]
-    defects: Vec<Defect>,
+    #[arg(long = "defect", value_parser = parse_defect)]
+    defects: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -86,8 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .join("snapshots");
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
+    let inventory = Inventory::find(args.inventory.as_deref())?;
     let options = RunOptions {
         boards: args.boards,
+        inventory,
+        wait_for_boards: args.wait_for_boards,
         report_dir: args.report.clone(),
         snapshot_dir,
         update_snapshots: args.update_snapshots,
@@ -114,6 +131,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         super::exit_problem()
     })
+}
+
+/// Checks the name against the virtual firmware's switches; the executor passes it on as is.
+fn parse_defect(name: &str) -> Result<String, String> {
+    name.parse::<Defect>()
+        .map(|_| name.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).

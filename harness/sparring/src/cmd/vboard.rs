@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use esp_formats::Chip;
-use sparring_vboard::board::{Board, BoardConfig};
+use sparring_vboard::board::{Board, BoardConfig, Control, send_control};
 
 /// Run a virtual ESP32 / ESP32-C3 board until it is powered off or killed.
 ///
@@ -17,13 +17,21 @@ use sparring_vboard::board::{Board, BoardConfig};
 /// `{"cmd":"reset"}` (boot from flash), `{"cmd":"download"}` (restart into the ROM loader),
 /// `{"cmd":"state"}`, `{"cmd":"power_off"}`, and the firmware hooks
 /// `{"cmd":"reserve_heap","bytes":N}`, `{"cmd":"set_defects","defects":[{"defect":"skip-cn-check"}]}`,
-/// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"}}}`
-/// (an access point may add `"fault":"no-answer"` or `"fault":"refuses"`: `+CWJAP:1` / `:4`).
+/// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"},"ports":{"123":1123}}}`
+/// (an access point may add `"fault":"no-answer"` or `"fault":"refuses"`: `+CWJAP:1` / `:4`;
+/// `ports` redirects a destination port the firmware dials, e.g. SNTP's 123, to where the
+/// lab's service really listens, as a lab router's NAT rule would).
+///
+/// `sparring vboard ctl SOCKET REQUEST` sends one request from a shell (what a `boards.toml`
+/// reset command runs): `reset`, `download`, `state`, `power_off`, or a JSON request.
 ///
 /// Flash it with espflash (library, ResetBeforeOperation::NoReset) or esptool
 /// (`--before no-reset --after no-reset`): ptys have no DTR/RTS lines to reset the chip.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     #[arg(long, default_value = "esp32c3", value_parser = ["esp32", "esp32c3"])]
     chip: String,
     /// Flash image file; created erased (all 0xFF) when missing.
@@ -40,7 +48,24 @@ pub struct Args {
     download: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Send one control request to a running board and print its answer (JSON).
+    ///
+    /// REQUEST is `reset` (press EN: boot from flash), `download` (hold BOOT, press EN: the
+    /// ROM loader), `state`, `power_off`, or a whole JSON request such as
+    /// `{"cmd":"reserve_heap","bytes":1000}`. Exit code 1 when the board refuses it.
+    Ctl {
+        /// The board's control socket (`control` in its ready line).
+        socket: PathBuf,
+        request: String,
+    },
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Action::Ctl { socket, request }) = &args.action {
+        return control(socket, request);
+    }
     let chip =
         Chip::from_name(&args.chip).with_context(|| format!("unknown chip {}", args.chip))?;
     let flash_size = match args.flash_size.to_ascii_uppercase().as_str() {
@@ -72,6 +97,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     board.wait_for_power_off();
     drop(run_dir);
     Ok(ExitCode::SUCCESS)
+}
+
+fn control(socket: &std::path::Path, request: &str) -> anyhow::Result<ExitCode> {
+    let request: Control = match request {
+        "reset" => Control::Reset,
+        "download" => Control::Download,
+        "state" => Control::State,
+        "power_off" => Control::PowerOff,
+        json => serde_json::from_str(json).with_context(|| {
+            format!("request {json:?}: expected reset, download, state, power_off or a JSON request like {{\"cmd\":\"reset\"}}")
+        })?,
+    };
+    let answer = send_control(socket, &request)
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    println!("{answer}");
+    let accepted = answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true);
+    Ok(if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {

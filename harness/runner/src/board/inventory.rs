@@ -1,0 +1,576 @@
+//! `boards.toml`: the lab (where services listen, the Wi-Fi boards join, SNTP's port) and the
+//! boards in it, each found by a port path, by USB identity (serial number, VID:PID, location)
+//! or by the MAC its ROM loader reports. Every error names the file, line and column.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use esp_formats::Chip;
+use serde::Deserialize;
+use serialport::{SerialPortInfo, SerialPortType, UsbPortInfo};
+use toml::Spanned;
+
+use super::{FirmwareKind, Wifi};
+use crate::scenario::line_column;
+
+/// Where `sparring` looks for the inventory when `--boards` is not given.
+pub const DEFAULT_FILE: &str = "boards.toml";
+/// Environment variable naming the inventory.
+pub const ENV_VAR: &str = "SPARRING_BOARDS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("board {id}: {what}")]
+    Absent { id: String, what: String },
+    #[error("no board {0:?} in the inventory {1} (known: {2})")]
+    Unknown(String, PathBuf, String),
+    #[error(
+        "board {0:?}: no inventory (looked for --boards, ${ENV_VAR} and ./{DEFAULT_FILE}); boards other than virtual:esp32c3 / virtual:esp32 are named in one"
+    )]
+    NoInventory(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub lab: Lab,
+    pub boards: Vec<BoardEntry>,
+}
+
+/// Where the services are and what the boards are told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lab {
+    /// Where sparring's services listen = the address boards reach.
+    pub bind: IpAddr,
+    pub wifi: Wifi,
+    /// The UDP port SNTP listens on (real boards ask 123).
+    pub sntp_port: u16,
+    /// How long a port that disappeared (USB re-enumeration, a cable) may take to come back.
+    pub reopen_ms: u64,
+}
+
+impl Default for Lab {
+    /// The loopback lab of virtual boards: SNTP on any port (the board's network redirects 123).
+    fn default() -> Lab {
+        Lab {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            wifi: Wifi {
+                ssid: "sparring-lab".into(),
+                password: "correct horse".into(),
+            },
+            sntp_port: 0,
+            reopen_ms: 5000,
+        }
+    }
+}
+
+/// One `[[board]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardEntry {
+    pub id: String,
+    pub chip: Chip,
+    pub log: PortSelector,
+    pub at: Option<PortSelector>,
+    pub reset: ResetMethod,
+    pub firmware: FirmwareKind,
+    /// `file:line` of the entry, for messages.
+    pub origin: String,
+}
+
+/// How a port is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSelector {
+    Path(PathBuf),
+    Usb(UsbMatch),
+    /// The port whose ROM loader reports this MAC (lower-case, colon-separated).
+    Mac(String),
+}
+
+/// USB identity to match; every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbMatch {
+    pub serial: Option<String>,
+    /// `10c4:ea60`.
+    pub vid_pid: Option<String>,
+    /// `1-1.2`: bus, then the hub port chain, as Linux names USB devices.
+    pub location: Option<String>,
+}
+
+/// How the board is reset into its app and into its ROM loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetMethod {
+    /// DTR/RTS on the log port, with espflash's sequences (classic, or USB-JTAG-serial by PID).
+    DtrRts,
+    /// Nothing can reset it: the board must already be in its loader to flash.
+    None,
+    /// Commands the harness runs (a relay, a programmable supply, a virtual board's `ctl`).
+    Commands {
+        run: Vec<String>,
+        download: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    lab: Option<Spanned<LabFile>>,
+    #[serde(default)]
+    board: Vec<Spanned<BoardFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabFile {
+    bind: Option<Spanned<String>>,
+    wifi: Option<Wifi>,
+    sntp_port: Option<u16>,
+    reopen_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoardFile {
+    id: Spanned<String>,
+    chip: Spanned<String>,
+    log_port: Option<PathBuf>,
+    usb: Option<UsbMatch>,
+    mac: Option<Spanned<String>>,
+    at_port: Option<PathBuf>,
+    at_usb: Option<UsbMatch>,
+    #[serde(default)]
+    reset: Option<Spanned<ResetFile>>,
+    #[serde(default)]
+    firmware: FirmwareKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ResetFile {
+    Named(String),
+    Commands {
+        run: Vec<String>,
+        download: Vec<String>,
+    },
+}
+
+impl Inventory {
+    /// `--boards FILE`, else `$SPARRING_BOARDS`, else `./boards.toml` if it exists.
+    pub fn find(explicit: Option<&Path>) -> Result<Option<Inventory>, InventoryError> {
+        let path = match explicit {
+            Some(path) => path.to_owned(),
+            None => match std::env::var_os(ENV_VAR) {
+                Some(path) => PathBuf::from(path),
+                None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+                None => return Ok(None),
+            },
+        };
+        Inventory::load(&path).map(Some)
+    }
+
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Inventory::parse(path, &text)
+    }
+
+    /// Parses and checks `text`; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
+        let invalid = |offset: usize, message: String| {
+            let (line, column) = line_column(text, offset);
+            InventoryError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            invalid(
+                e.span().map_or(0, |s| s.start),
+                e.message().trim_end().to_owned(),
+            )
+        })?;
+        let mut lab = Lab {
+            // A real lab's boards ask SNTP's well-known port.
+            sntp_port: 123,
+            ..Lab::default()
+        };
+        if let Some(lab_file) = file.lab {
+            let lab_file = lab_file.into_inner();
+            if let Some(bind) = lab_file.bind {
+                lab.bind = bind.get_ref().parse().map_err(|_| {
+                    invalid(
+                        bind.span().start,
+                        format!(
+                            "bind {:?}: expected an IP address of this machine that the boards reach, e.g. \"192.168.1.20\"",
+                            bind.get_ref()
+                        ),
+                    )
+                })?;
+            }
+            lab.wifi = lab_file.wifi.unwrap_or(lab.wifi);
+            lab.sntp_port = lab_file.sntp_port.unwrap_or(lab.sntp_port);
+            lab.reopen_ms = lab_file.reopen_ms.unwrap_or(lab.reopen_ms);
+        }
+        let mut boards: Vec<BoardEntry> = Vec::new();
+        for spanned in file.board {
+            let start = spanned.span().start;
+            let board = spanned.into_inner();
+            let id = board.id.get_ref().clone();
+            if id.is_empty() || id.starts_with("virtual:") || id.contains(['/', ' ']) {
+                return Err(invalid(
+                    board.id.span().start,
+                    format!(
+                        "id {id:?}: expected a short name without spaces or slashes, not starting with virtual:"
+                    ),
+                ));
+            }
+            if boards.iter().any(|b| b.id == id) {
+                return Err(invalid(
+                    board.id.span().start,
+                    format!("id {id:?} is used by an earlier board"),
+                ));
+            }
+            let chip = Chip::from_name(board.chip.get_ref()).ok_or_else(|| {
+                invalid(
+                    board.chip.span().start,
+                    format!(
+                        "chip {:?}: expected esp32, esp32s2, esp32s3, esp32c2, esp32c3, esp32c6 or esp32h2",
+                        board.chip.get_ref()
+                    ),
+                )
+            })?;
+            let mac = match &board.mac {
+                Some(mac) => Some(normalise_mac(mac.get_ref()).ok_or_else(|| {
+                    invalid(
+                        mac.span().start,
+                        format!(
+                            "mac {:?}: expected six hex bytes like 34:85:18:01:02:03",
+                            mac.get_ref()
+                        ),
+                    )
+                })?),
+                None => None,
+            };
+            let log = match (board.log_port, board.usb, mac) {
+                (Some(path), None, None) => PortSelector::Path(path),
+                (None, Some(usb), None) => {
+                    PortSelector::Usb(check_usb(usb).map_err(|m| invalid(start, m))?)
+                }
+                (None, None, Some(mac)) => PortSelector::Mac(mac),
+                _ => {
+                    return Err(invalid(
+                        start,
+                        format!(
+                            "board {id}: expected exactly one of log_port, usb or mac to find its log port"
+                        ),
+                    ));
+                }
+            };
+            let at = match (board.at_port, board.at_usb) {
+                (Some(path), None) => Some(PortSelector::Path(path)),
+                (None, Some(usb)) => Some(PortSelector::Usb(
+                    check_usb(usb).map_err(|m| invalid(start, m))?,
+                )),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        start,
+                        format!("board {id}: expected at most one of at_port or at_usb"),
+                    ));
+                }
+            };
+            let reset = match board.reset {
+                None => ResetMethod::DtrRts,
+                Some(reset) => {
+                    let at = reset.span().start;
+                    match reset.into_inner() {
+                        ResetFile::Named(name) if name == "dtr-rts" => ResetMethod::DtrRts,
+                        ResetFile::Named(name) if name == "none" => ResetMethod::None,
+                        ResetFile::Named(name) => {
+                            return Err(invalid(
+                                at,
+                                format!(
+                                    "reset {name:?}: expected \"dtr-rts\", \"none\" or {{ run = [...], download = [...] }}"
+                                ),
+                            ));
+                        }
+                        ResetFile::Commands { run, download } => {
+                            if run.is_empty() || download.is_empty() {
+                                return Err(invalid(
+                                    at,
+                                    "reset: run and download each need a command (program first, then its arguments)".into(),
+                                ));
+                            }
+                            ResetMethod::Commands { run, download }
+                        }
+                    }
+                }
+            };
+            let (line, _) = line_column(text, start);
+            boards.push(BoardEntry {
+                id,
+                chip,
+                log,
+                at,
+                reset,
+                firmware: board.firmware,
+                origin: format!("{}:{line}", path.display()),
+            });
+        }
+        Ok(Inventory {
+            path: path.to_owned(),
+            lab,
+            boards,
+        })
+    }
+
+    pub fn board(&self, id: &str) -> Result<&BoardEntry, InventoryError> {
+        self.boards.iter().find(|b| b.id == id).ok_or_else(|| {
+            let known: Vec<&str> = self.boards.iter().map(|b| b.id.as_str()).collect();
+            InventoryError::Unknown(id.to_owned(), self.path.clone(), known.join(", "))
+        })
+    }
+}
+
+fn check_usb(usb: UsbMatch) -> Result<UsbMatch, String> {
+    if usb.serial.is_none() && usb.vid_pid.is_none() && usb.location.is_none() {
+        return Err("usb: expected at least one of serial, vid_pid, location".into());
+    }
+    if let Some(vid_pid) = &usb.vid_pid
+        && parse_vid_pid(vid_pid).is_none()
+    {
+        return Err(format!(
+            "usb.vid_pid {vid_pid:?}: expected two 4-digit hex numbers like \"10c4:ea60\""
+        ));
+    }
+    Ok(usb)
+}
+
+fn parse_vid_pid(text: &str) -> Option<(u16, u16)> {
+    let (vid, pid) = text.split_once(':')?;
+    let hex = |s: &str| (s.len() == 4).then(|| u16::from_str_radix(s, 16).ok())?;
+    Some((hex(vid)?, hex(pid)?))
+}
+
+/// `34-85-18-01-02-03` or `348518010203` → `34:85:18:01:02:03`.
+pub fn normalise_mac(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let pairs: Vec<&str> = (0..6).filter_map(|i| hex.get(i * 2..i * 2 + 2)).collect();
+    Some(pairs.join(":"))
+}
+
+/// `1-1.2` for a USB port's location.
+pub fn location_name(usb: &UsbPortInfo) -> Option<String> {
+    let location = usb.location.as_ref()?;
+    let chain: Vec<String> = location
+        .port_chain()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    Some(format!("{}-{}", location.bus_id(), chain.join(".")))
+}
+
+impl UsbMatch {
+    pub fn matches(&self, usb: &UsbPortInfo) -> bool {
+        let serial = self
+            .serial
+            .as_ref()
+            .is_none_or(|s| usb.serial_number.as_deref() == Some(s.as_str()));
+        let ids = self
+            .vid_pid
+            .as_deref()
+            .and_then(parse_vid_pid)
+            .is_none_or(|(vid, pid)| usb.vid == vid && usb.pid == pid);
+        let location = self
+            .location
+            .as_ref()
+            .is_none_or(|l| location_name(usb).as_deref() == Some(l.as_str()));
+        serial && ids && location
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.serial {
+            parts.push(format!("serial number {s}"));
+        }
+        if let Some(v) = &self.vid_pid {
+            parts.push(format!("VID:PID {v}"));
+        }
+        if let Some(l) = &self.location {
+            parts.push(format!("location {l}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A port found on this machine, with its USB identity when it has one.
+#[derive(Debug, Clone)]
+pub struct FoundPort {
+    pub path: PathBuf,
+    pub usb: Option<UsbPortInfo>,
+}
+
+/// The machine's serial ports (serialport's sysfs enumeration: no libudev).
+pub fn enumerate() -> Vec<FoundPort> {
+    serialport::available_ports()
+        .unwrap_or_default()
+        .into_iter()
+        .map(
+            |SerialPortInfo {
+                 port_name,
+                 port_type,
+             }| FoundPort {
+                path: PathBuf::from(port_name),
+                usb: match port_type {
+                    SerialPortType::UsbPort(usb) => Some(usb),
+                    _ => None,
+                },
+            },
+        )
+        .collect()
+}
+
+impl PortSelector {
+    /// Finds the port among `ports` (a path must exist). MAC selectors need the ROM loader and
+    /// are resolved by the caller with `probe`.
+    pub fn resolve(&self, ports: &[FoundPort]) -> Result<FoundPort, String> {
+        match self {
+            PortSelector::Path(path) => {
+                if !path.exists() {
+                    return Err(format!("port {} does not exist", path.display()));
+                }
+                // The enumerated entry carries the USB identity espflash's reset needs.
+                Ok(ports
+                    .iter()
+                    .find(|p| same_file(&p.path, path))
+                    .cloned()
+                    .unwrap_or(FoundPort {
+                        path: path.clone(),
+                        usb: None,
+                    }))
+            }
+            PortSelector::Usb(usb) => {
+                let matching: Vec<&FoundPort> = ports
+                    .iter()
+                    .filter(|p| p.usb.as_ref().is_some_and(|u| usb.matches(u)))
+                    .collect();
+                match matching.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    [] => Err(format!(
+                        "no serial port with {} (found: {})",
+                        usb.describe(),
+                        describe_ports(ports)
+                    )),
+                    many => Err(format!(
+                        "{} ports match {}: {} (add serial or location to tell them apart)",
+                        many.len(),
+                        usb.describe(),
+                        many.iter()
+                            .map(|p| p.path.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            PortSelector::Mac(mac) => Err(format!(
+                "MAC {mac} is found through the ROM loader, not by enumeration"
+            )),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            PortSelector::Path(p) => p.display().to_string(),
+            PortSelector::Usb(u) => format!("USB {}", u.describe()),
+            PortSelector::Mac(m) => format!("MAC {m}"),
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn describe_ports(ports: &[FoundPort]) -> String {
+    if ports.is_empty() {
+        return "no serial ports".into();
+    }
+    ports
+        .iter()
+        .map(|p| match &p.usb {
+            Some(u) => format!(
+                "{} {:04x}:{:04x} serial {}",
+                p.path.display(),
+                u.vid,
+                u.pid,
+                u.serial_number.as_deref().unwrap_or("-")
+            ),
+            None => p.path.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_normalised() {
+        assert_eq!(
+            normalise_mac("34-85-18-0A-02-03").as_deref(),
+            Some("34:85:18:0a:02:03")
+        );
+        assert_eq!(normalise_mac("348518"), None);
+    }
+
+    #[test]
+    fn usb_identity_matches_every_given_field() {
+        let usb = UsbPortInfo {
+            vid: 0x303a,
+            pid: 0x1001,
+            serial_number: Some("34:85:18:01:02:03".into()),
+            manufacturer: None,
+            product: None,
+            location: None,
+        };
+        let by_ids = UsbMatch {
+            vid_pid: Some("303a:1001".into()),
+            ..Default::default()
+        };
+        assert!(by_ids.matches(&usb));
+        let wrong_serial = UsbMatch {
+            serial: Some("other".into()),
+            ..by_ids.clone()
+        };
+        assert!(!wrong_serial.matches(&usb));
+    }
+}

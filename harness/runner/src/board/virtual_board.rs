@@ -1,0 +1,132 @@
+//! The in-process virtual ESP32: its ports are ptys, its buttons and its lab (access point,
+//! hosts table, heap, defect switches, power) are the board's control channel — a lab fixture,
+//! never a source of facts.
+
+use std::path::{Path, PathBuf};
+
+use esp_formats::Chip;
+use espflash::connection::ResetBeforeOperation;
+use sparring_vboard::board::{BoardConfig, Control};
+use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
+
+use super::{Board, BoardError, Capability, FirmwareKind, LabFixture, LabNetwork};
+use crate::flash::LoaderLink;
+use crate::scenario::Port;
+
+/// A virtual ESP32 on pseudo-terminals, started by the run.
+pub struct VirtualBoard {
+    name: String,
+    chip: Chip,
+    board: Option<sparring_vboard::board::Board>,
+    uart0: PathBuf,
+    uart1: PathBuf,
+}
+
+impl VirtualBoard {
+    /// `virtual:esp32c3` → a board whose flash file lives in `dir`, named `name`.
+    pub fn start(chip: Chip, name: &str, dir: &Path) -> Result<VirtualBoard, BoardError> {
+        std::fs::create_dir_all(dir).map_err(|e| BoardError::Dir(dir.to_owned(), e))?;
+        let mut config = BoardConfig::new(chip, dir.join("flash.bin"), dir.to_path_buf());
+        config.download = true;
+        let board = sparring_vboard::board::Board::start(config)?;
+        Ok(VirtualBoard {
+            name: name.to_owned(),
+            chip,
+            uart0: board.info.uart0.clone(),
+            uart1: board.info.uart1.clone(),
+            board: Some(board),
+        })
+    }
+
+    fn control(&self, request: Control) -> Result<(), BoardError> {
+        self.board
+            .as_ref()
+            .and_then(|b| b.control(request))
+            .map(drop)
+            .ok_or(BoardError::Gone)
+    }
+}
+
+/// The chip a `virtual:CHIP` spec names.
+pub fn parse_spec(spec: &str) -> Option<Chip> {
+    match spec.strip_prefix("virtual:")? {
+        "esp32" => Some(Chip::Esp32),
+        "esp32c3" => Some(Chip::Esp32C3),
+        _ => None,
+    }
+}
+
+impl Drop for VirtualBoard {
+    fn drop(&mut self) {
+        if let Some(board) = self.board.take() {
+            board.power_off();
+        }
+    }
+}
+
+impl Board for VirtualBoard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn chip(&self) -> Chip {
+        self.chip
+    }
+    fn firmware(&self) -> FirmwareKind {
+        FirmwareKind::EspAt
+    }
+    fn port(&self, port: Port) -> Option<PathBuf> {
+        Some(match port {
+            Port::Log => self.uart0.clone(),
+            Port::At => self.uart1.clone(),
+        })
+    }
+    fn capabilities(&self) -> &[Capability] {
+        &Capability::ALL
+    }
+
+    /// BOOT held, EN pressed — through the control channel (ptys have no DTR/RTS).
+    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError> {
+        self.control(Control::Download)?;
+        Ok(LoaderLink::plain(
+            self.uart0.clone(),
+            ResetBeforeOperation::NoReset,
+        ))
+    }
+
+    fn reset_into_app(&mut self, _log: &serialport::TTYPort) -> Result<(), BoardError> {
+        self.control(Control::Reset)
+    }
+
+    fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
+        Some(self)
+    }
+}
+
+impl LabFixture for VirtualBoard {
+    fn set_network(&mut self, network: &LabNetwork) -> Result<(), BoardError> {
+        self.control(Control::SetNetwork {
+            network: NetworkConfig {
+                access_points: vec![AccessPoint {
+                    ssid: network.wifi.ssid.clone(),
+                    password: network.wifi.password.clone(),
+                    rssi: -45,
+                    fault: None,
+                }],
+                hosts: network.hosts.clone(),
+                ports: network.ports.clone(),
+            },
+        })
+    }
+
+    fn reserve_heap(&mut self, bytes: u32) -> Result<(), BoardError> {
+        self.control(Control::ReserveHeap { bytes })
+    }
+
+    fn set_defects(&mut self, defects: &[String]) -> Result<(), BoardError> {
+        let defects = defects
+            .iter()
+            .filter_map(|d| d.parse::<Defect>().ok())
+            .collect();
+        self.control(Control::SetDefects { defects })
+    }
+}

@@ -1,0 +1,551 @@
+//! One scenario on one bench: services up, lab fixture set, steps in order, then the verdict
+//! from what the ports and the services showed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use esp_formats::flash_set;
+use esp_formats::image::AppSpec;
+use regex::Regex;
+
+use super::{Context, blank_result};
+use crate::bench::{Bench, BenchError, port_name};
+use crate::board::{BoardError, Capability};
+use crate::environment::Environment;
+use crate::events::{RunEvent, ScenarioResult, Verdict};
+use crate::flash::Region;
+use crate::observe::{self, Observations, Observed};
+use crate::plan::{self, PlannedStep};
+use crate::scenario::{LoadedScenario, Port, Step};
+use crate::snapshot::{self, SnapshotOutcome};
+use crate::verdict;
+
+/// The firmware scenarios flash unless they say otherwise.
+pub const FIRMWARE_PROJECT: &str = "esp-at";
+
+/// Why a step did not pass.
+pub(crate) enum StepFailure {
+    /// The firmware did not do what the scenario expects.
+    Fail {
+        reason: String,
+        evidence: Vec<String>,
+    },
+    /// The harness or the board broke.
+    Error(String),
+}
+
+pub(crate) fn fail(reason: impl Into<String>, evidence: Vec<String>) -> StepFailure {
+    StepFailure::Fail {
+        reason: reason.into(),
+        evidence,
+    }
+}
+
+/// One scenario in progress.
+pub(crate) struct ScenarioRun<'a> {
+    pub(super) context: &'a Context<'a>,
+    bench: &'a mut Bench,
+    pub(super) loaded: &'a LoadedScenario,
+    pub(crate) observations: Arc<Observations>,
+    pub(crate) env: Environment,
+    /// Expectations on a port search from the last send to it: everything the board
+    /// answered stays visible to every later expectation.
+    cursor: BTreeMap<&'static str, usize>,
+    allowed_resets: usize,
+    waited: Duration,
+}
+
+pub(super) fn run_scenario(
+    context: &Context<'_>,
+    bench: &mut Bench,
+    loaded: &LoadedScenario,
+    emit: &mut dyn FnMut(&RunEvent),
+) -> ScenarioResult {
+    let started = Instant::now();
+    let mut result = blank_result(bench, loaded);
+    let observations = Observations::new();
+    bench.observe_into(observations.clone());
+    let setup = &loaded.scenario.setup;
+    let names_resolve = bench.board.has(Capability::LabNetwork);
+    let env = match Environment::start(
+        context.runtime,
+        bench.board.chip(),
+        context.pki,
+        context.broker,
+        setup,
+        observations.clone(),
+        context.lab,
+        names_resolve,
+    ) {
+        Ok(env) => env,
+        Err(e) => {
+            result.verdict = Verdict::Error;
+            result.reason = format!("starting the services: {e}");
+            return result;
+        }
+    };
+    if let Err(e) = set_up_fixture(context, bench, loaded, &env) {
+        result.verdict = Verdict::Error;
+        result.reason = e.to_string();
+        return result;
+    }
+    let mut run = ScenarioRun {
+        context,
+        bench,
+        loaded,
+        observations,
+        env,
+        cursor: BTreeMap::new(),
+        allowed_resets: 0,
+        waited: Duration::ZERO,
+    };
+    let outcome = match plan::expand(loaded) {
+        Err(e) => Err(StepFailure::Error(e.to_string())),
+        Ok(steps) => run.steps(&steps, emit),
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(StepFailure::Fail { reason, evidence }) => {
+            result.verdict = Verdict::Fail;
+            result.reason = reason;
+            result.evidence = evidence;
+        }
+        Err(StepFailure::Error(reason)) => {
+            result.verdict = Verdict::Error;
+            result.reason = reason;
+        }
+    }
+    let observed = run.observations.lock();
+    verdict::judge_incidents(
+        &observed,
+        setup.expect_crash,
+        run.allowed_resets,
+        &mut result,
+    );
+    verdict::judge_warnings(&observed, &mut result);
+    result.facts = verdict::facts(&observed);
+    run.bench.note_firmware(&observed);
+    result.facts.firmware = run.bench.identity.firmware.clone();
+    let dir = context
+        .options
+        .report_dir
+        .join("logs")
+        .join(run.bench.identity.name.replace([':', '/', '#'], "_"));
+    result.logs = observe::write_logs(&dir, loaded.scenario.id.get_ref(), &observed);
+    drop(observed);
+    result.waited_ms = run.waited.as_millis() as u64;
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+/// The lab equipment for this scenario: network, defect switches, heap — on boards that have
+/// them (a scenario needing one the board lacks was skipped before it got here).
+fn set_up_fixture(
+    context: &Context<'_>,
+    bench: &mut Bench,
+    loaded: &LoadedScenario,
+    env: &Environment,
+) -> Result<(), BoardError> {
+    let setup = &loaded.scenario.setup;
+    let has = |c| bench.board.has(c);
+    let (network, defects, heap) = (
+        has(Capability::LabNetwork),
+        has(Capability::Defects),
+        has(Capability::HeapControl),
+    );
+    let Some(fixture) = bench.board.fixture() else {
+        return Ok(());
+    };
+    if network {
+        fixture.set_network(&env.lab_network(context.lab))?;
+    }
+    if defects {
+        let mut switches = context.options.defects.clone();
+        switches.extend(setup.defects.iter().map(|d| d.get_ref().clone()));
+        fixture.set_defects(&switches)?;
+    }
+    if heap {
+        fixture.reserve_heap(setup.reserve_heap.unwrap_or(0))?;
+    }
+    Ok(())
+}
+
+impl ScenarioRun<'_> {
+    fn id(&self) -> &str {
+        self.loaded.scenario.id.get_ref()
+    }
+
+    fn steps(
+        &mut self,
+        steps: &[PlannedStep],
+        emit: &mut dyn FnMut(&RunEvent),
+    ) -> Result<(), StepFailure> {
+        for (index, planned) in steps.iter().enumerate() {
+            if self.context.options.interrupted.load(Ordering::SeqCst) {
+                return Err(StepFailure::Error("interrupted (Ctrl-C)".into()));
+            }
+            let started = Instant::now();
+            let result = self
+                .bench
+                .ensure_ports()
+                .map_err(bench_error)
+                .and_then(|()| self.step(planned));
+            emit(&RunEvent::StepFinished {
+                board: self.bench.identity.name.clone(),
+                scenario: self.id().to_owned(),
+                index,
+                step: step_name(&planned.step).to_owned(),
+                ok: result.is_ok(),
+                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+            result.map_err(|failure| match failure {
+                StepFailure::Fail { reason, evidence } => StepFailure::Fail {
+                    reason: format!(
+                        "{} ({}): {reason}",
+                        step_name(&planned.step),
+                        planned.origin
+                    ),
+                    evidence,
+                },
+                StepFailure::Error(reason) => StepFailure::Error(format!(
+                    "{} ({}): {reason}",
+                    step_name(&planned.step),
+                    planned.origin
+                )),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The environment's variables, and the include's (which may refer to the environment's).
+    fn vars(&self, planned: &PlannedStep) -> BTreeMap<String, String> {
+        let mut vars = self.env.vars.clone();
+        for (name, value) in &planned.vars {
+            let value = plan::substitute(value, &self.env.vars).unwrap_or_else(|_| value.clone());
+            vars.insert(name.clone(), value);
+        }
+        vars
+    }
+
+    fn text(&self, planned: &PlannedStep, template: &str) -> Result<String, StepFailure> {
+        plan::substitute(template, &self.vars(planned)).map_err(StepFailure::Error)
+    }
+
+    fn regex(&self, planned: &PlannedStep, template: &str) -> Result<Regex, StepFailure> {
+        let pattern = self.text(planned, template)?;
+        Regex::new(&pattern).map_err(|e| StepFailure::Error(format!("regex {pattern:?}: {e}")))
+    }
+
+    fn step(&mut self, planned: &PlannedStep) -> Result<(), StepFailure> {
+        match &planned.step {
+            Step::Flash(f) => {
+                let chip = self.bench.board.chip();
+                let version = self.text(planned, &f.version)?;
+                let app = AppSpec::new(chip, FIRMWARE_PROJECT, &version);
+                let storage = self.loaded.scenario.board.at_storage.into();
+                let files = flash_set::esp_at(chip, &app, storage)
+                    .map_err(|e| StepFailure::Error(e.to_string()))?;
+                let regions: Vec<Region> = files
+                    .into_iter()
+                    .map(|f| Region {
+                        offset: f.offset,
+                        data: f.bytes,
+                        name: f.name.to_owned(),
+                    })
+                    .collect();
+                // The download-mode banner and the boot after flashing.
+                self.allowed_resets += 2;
+                self.bench.flash(&regions).map_err(bench_error)
+            }
+            Step::Reset(r) => {
+                self.allowed_resets += 1;
+                if r.download {
+                    return Err(StepFailure::Error(
+                        "reset into download mode is done by flash steps".into(),
+                    ));
+                }
+                self.mark(Port::Log);
+                self.mark(Port::At);
+                self.bench.reset_into_app().map_err(bench_error)
+            }
+            Step::Send(s) => {
+                let bytes = match (&s.line, &s.hex) {
+                    (None, None) => self
+                        .text(planned, s.data.as_deref().unwrap_or(""))?
+                        .into_bytes(),
+                    (Some(line), _) => {
+                        let line = self.text(planned, line)?;
+                        if Regex::new(r"^AT\+(RST|RESTORE|USEROTA)")
+                            .is_ok_and(|r| r.is_match(&line))
+                        {
+                            self.allowed_resets += 1;
+                        }
+                        format!("{line}\r\n").into_bytes()
+                    }
+                    (None, Some(hex)) => {
+                        hex::decode(hex.get_ref()).map_err(|e| StepFailure::Error(e.to_string()))?
+                    }
+                };
+                self.send(s.port, &bytes)
+            }
+            Step::Expect(e) => {
+                let regex = self.regex(planned, e.regex.get_ref())?;
+                self.expect(e.port, &regex, Duration::from_millis(e.within_ms))
+            }
+            Step::ExpectNot(e) => {
+                let regex = self.regex(planned, e.regex.get_ref())?;
+                let from = self.from(e.port);
+                let seen = self.wait(Duration::from_millis(e.window_ms), |o| {
+                    observe::find_line(o, e.port, from, &regex)
+                })?;
+                match seen {
+                    None => Ok(()),
+                    Some(line) => Err(fail(
+                        format!(
+                            "/{}/ appeared on the {} port within {} ms",
+                            regex.as_str(),
+                            port_name(e.port),
+                            e.window_ms
+                        ),
+                        vec![line],
+                    )),
+                }
+            }
+            Step::WaitEvent(w) => {
+                let matching = match &w.matching {
+                    Some(m) => Some(self.regex(planned, m.get_ref())?),
+                    None => None,
+                };
+                let found = self.wait(Duration::from_millis(w.within_ms), |o| {
+                    o.events.iter().map(observe::describe).find(|(kind, line)| {
+                        kind == &w.event && matching.as_ref().is_none_or(|m| m.is_match(line))
+                    })
+                })?;
+                match found {
+                    Some(_) => Ok(()),
+                    None => {
+                        let seen: Vec<String> = self
+                            .observations
+                            .lock()
+                            .events
+                            .iter()
+                            .map(|e| {
+                                let (kind, line) = observe::describe(e);
+                                format!("{kind}: {line}")
+                            })
+                            .collect();
+                        let what = match &matching {
+                            Some(m) => format!("{} matching /{}/", w.event, m.as_str()),
+                            None => w.event.clone(),
+                        };
+                        Err(fail(
+                            format!("no {what} event within {} ms", w.within_ms),
+                            seen,
+                        ))
+                    }
+                }
+            }
+            Step::Assert(a) => {
+                let value = fact(&self.observations.lock(), &a.fact)?;
+                let low = a.at_least.is_some_and(|min| value < min);
+                let high = a.at_most.is_some_and(|max| value > max);
+                if low || high {
+                    let bound = match (a.at_least, a.at_most) {
+                        (Some(min), Some(max)) => format!("between {min} and {max}"),
+                        (Some(min), None) => format!("at least {min}"),
+                        (None, Some(max)) => format!("at most {max}"),
+                        (None, None) => String::new(),
+                    };
+                    return Err(fail(
+                        format!("{} is {value}, expected {bound}", a.fact),
+                        Vec::new(),
+                    ));
+                }
+                Ok(())
+            }
+            Step::Snapshot(s) => self.snapshot(s.port, &s.name),
+            Step::Provision(p) => self.provision(p),
+            Step::Heap(h) => {
+                let board = self.bench.board.name().to_owned();
+                let fixture = self.bench.board.fixture().ok_or(BoardError::Missing {
+                    board,
+                    capability: Capability::HeapControl,
+                });
+                fixture
+                    .and_then(|f| f.reserve_heap(h.reserve))
+                    .map_err(|e| StepFailure::Error(e.to_string()))
+            }
+            Step::Publish(p) => {
+                let topic = self.text(planned, &p.topic)?;
+                let payload = match (&p.payload, p.size) {
+                    (Some(text), _) => self.text(planned, text)?.into_bytes(),
+                    (None, Some(size)) => vec![b'x'; size],
+                    (None, None) => Vec::new(),
+                };
+                if p.qos == 0 {
+                    let mut observer = self
+                        .context
+                        .observer
+                        .lock()
+                        .map_err(|_| StepFailure::Error("observer link poisoned".into()))?;
+                    return observer
+                        .publish(&topic, payload)
+                        .map_err(|e| StepFailure::Error(e.to_string()));
+                }
+                // rumqttd's local link carries QoS 0 only: QoS 1 goes over a socket, so the
+                // broker's acknowledgement can be awaited.
+                self.env
+                    .publish_acknowledged(&topic, payload)
+                    .map_err(StepFailure::Error)
+            }
+            Step::Include(_) => Err(StepFailure::Error("include left after planning".into())),
+        }
+    }
+
+    pub(crate) fn mark(&mut self, port: Port) {
+        let end = self.observations.lock().port(port).lines().len();
+        self.cursor.insert(port_name(port), end);
+    }
+
+    pub(crate) fn from(&self, port: Port) -> usize {
+        self.cursor.get(port_name(port)).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn send(&mut self, port: Port, bytes: &[u8]) -> Result<(), StepFailure> {
+        self.mark(port);
+        self.bench.write(port, bytes).map_err(bench_error)
+    }
+
+    /// Waits until `found` answers or `within` passes; a port that goes away ends the wait
+    /// with an error naming it.
+    pub(crate) fn wait<T>(
+        &mut self,
+        within: Duration,
+        mut found: impl FnMut(&Observed) -> Option<T>,
+    ) -> Result<Option<T>, StepFailure> {
+        let waited = Instant::now();
+        let answer = self
+            .observations
+            .wait_for(waited + within, |o| match o.lost.first() {
+                Some(lost) => Some(Err(lost.clone())),
+                None => found(o).map(Ok),
+            });
+        self.waited += waited.elapsed();
+        match answer {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(Some(value)),
+            Some(Err(lost)) => {
+                let reason = format!("board {}: {lost}", self.bench.identity.name);
+                Err(StepFailure::Error(reason))
+            }
+        }
+    }
+
+    pub(crate) fn expect(
+        &mut self,
+        port: Port,
+        regex: &Regex,
+        within: Duration,
+    ) -> Result<(), StepFailure> {
+        let from = self.from(port);
+        let found = self.wait(within, |o| observe::find_line(o, port, from, regex))?;
+        if found.is_some() {
+            return Ok(());
+        }
+        let observed = self.observations.lock();
+        let lines = observed.port(port).lines();
+        let tail: Vec<String> = lines[from.min(lines.len())..]
+            .iter()
+            .rev()
+            .take(12)
+            .rev()
+            .map(|l| l.text.clone())
+            .collect();
+        Err(fail(
+            format!(
+                "expected /{}/ on the {} port within {} ms",
+                regex.as_str(),
+                port_name(port),
+                within.as_millis()
+            ),
+            tail,
+        ))
+    }
+
+    fn snapshot(&self, port: Port, name: &str) -> Result<(), StepFailure> {
+        let text: Vec<String> = self
+            .observations
+            .lock()
+            .port(port)
+            .lines()
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        let outcome = snapshot::check(
+            &self.context.options.snapshot_dir,
+            &format!("{}__{name}", self.id()),
+            &self.loaded.path,
+            &snapshot::normalise(&text, &self.env.snapshot_placeholders()),
+            self.context.options.update_snapshots,
+        )
+        .map_err(|e| StepFailure::Error(format!("snapshot {name}: {e}")))?;
+        match outcome {
+            SnapshotOutcome::Matched | SnapshotOutcome::Written => Ok(()),
+            SnapshotOutcome::Changed { diff, pending } => Err(fail(
+                format!(
+                    "the {} log changed from snapshot {name} (new version in {}; accept with --update-snapshots or cargo insta review)",
+                    port_name(port),
+                    pending.display()
+                ),
+                diff,
+            )),
+        }
+    }
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Flash(_) => "flash",
+        Step::Provision(_) => "provision",
+        Step::Reset(_) => "reset",
+        Step::Send(_) => "send",
+        Step::Expect(_) => "expect",
+        Step::ExpectNot(_) => "expect-not",
+        Step::WaitEvent(_) => "wait-event",
+        Step::Assert(_) => "assert",
+        Step::Snapshot(_) => "snapshot",
+        Step::Include(_) => "include",
+        Step::Heap(_) => "heap",
+        Step::Publish(_) => "publish",
+    }
+}
+
+fn bench_error(e: BenchError) -> StepFailure {
+    StepFailure::Error(e.to_string())
+}
+
+/// A fact an `assert` step checks, from the ports and the services' events only.
+fn fact(observed: &Observed, name: &str) -> Result<i64, StepFailure> {
+    let facts = verdict::facts(observed);
+    let missing = |what: &str| StepFailure::Error(format!("{name}: {what}"));
+    Ok(match name {
+        "free-heap" | "heap-low-water" => {
+            let (free, low) = facts.free_heap.zip(facts.heap_low_water).ok_or_else(|| {
+                missing("the firmware has not reported its heap: send AT+SYSRAM? (ESP-AT) or have the app log `free heap: N` first")
+            })?;
+            i64::from(if name == "free-heap" { free } else { low })
+        }
+        "connect-attempts" => i64::from(facts.connect_attempts),
+        "backoff-ms" => i64::from(facts.last_backoff_ms.ok_or_else(|| {
+            missing("the broker saw no failed connection followed by another attempt")
+        })?),
+        "handshakes" => facts.handshakes as i64,
+        other => {
+            return Err(StepFailure::Error(format!(
+                "unknown fact {other:?}; expected free-heap, heap-low-water, connect-attempts, backoff-ms or handshakes"
+            )));
+        }
+    })
+}
