@@ -1,12 +1,13 @@
 //! From a scenario file to the flat list of steps the executor runs: `include` steps replaced
-//! by the steps of their `scenarios/lib/` file, `${variables}` resolved.
+//! by the steps of their step library file, `${variables}` resolved.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::library::Library;
 use crate::scenario::{self, LoadError, LoadedScenario, Step};
 
 /// Includes nest at most this deep (a file including itself is an error, not a hang).
@@ -31,7 +32,7 @@ struct StepFile {
 /// Flattens a scenario's steps; errors name the file, line and column.
 pub fn expand(loaded: &LoadedScenario) -> Result<Vec<PlannedStep>, LoadError> {
     let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
-    let lib = loaded.path.parent().unwrap_or(Path::new(".")).join("lib");
+    let lib = Library::for_scenario(&loaded.path);
     let mut out = Vec::new();
     expand_into(
         &loaded.path,
@@ -49,7 +50,7 @@ fn expand_into(
     path: &Path,
     text: &str,
     steps: &[Spanned<Step>],
-    lib: &Path,
+    lib: &Library,
     vars: &BTreeMap<String, String>,
     depth: usize,
     out: &mut Vec<PlannedStep>,
@@ -64,7 +65,7 @@ fn expand_into(
             });
             continue;
         };
-        let file: PathBuf = lib.join(include.file.get_ref());
+        let name = include.file.get_ref();
         let at_include = |message: String| LoadError::Invalid {
             path: path.to_owned(),
             line,
@@ -73,14 +74,13 @@ fn expand_into(
         };
         if depth >= MAX_INCLUDE_DEPTH {
             return Err(at_include(format!(
-                "includes nest deeper than {MAX_INCLUDE_DEPTH} (does {} include itself?)",
-                file.display()
+                "includes nest deeper than {MAX_INCLUDE_DEPTH} (does {name} include itself?)"
             )));
         }
-        let included = std::fs::read_to_string(&file)
-            .map_err(|e| at_include(format!("cannot read included {}: {e}", file.display())))?;
-        let parsed: StepFile = toml::from_str(&included).map_err(|e| {
-            let (line, column) = scenario::line_column(&included, e.span().map_or(0, |s| s.start));
+        let included = lib.find(name).map_err(at_include)?;
+        let (file, text) = (&included.origin, &included.text);
+        let parsed: StepFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = scenario::line_column(text, e.span().map_or(0, |s| s.start));
             LoadError::Invalid {
                 path: file.clone(),
                 line,
@@ -88,9 +88,10 @@ fn expand_into(
                 message: e.message().trim_end().to_owned(),
             }
         })?;
+        scenario::validate_steps(file, text, &parsed.steps)?;
         let mut inner = vars.clone();
         inner.extend(include.vars.clone());
-        expand_into(&file, &included, &parsed.steps, lib, &inner, depth + 1, out)?;
+        expand_into(file, text, &parsed.steps, lib, &inner, depth + 1, out)?;
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ pub enum Step {
     WaitEvent(WaitEventStep),
     Assert(AssertStep),
     Snapshot(SnapshotStep),
-    /// Steps from a file under `scenarios/lib/`, with variables.
+    /// Steps from a step library file (see [`crate::library`]), with variables.
     Include(IncludeStep),
     /// Change the board's free heap (virtual boards).
     Heap(HeapStep),
@@ -146,7 +146,7 @@ pub enum Step {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncludeStep {
-    /// Path relative to the scenario's `lib/` directory, e.g. `esp-at/join-wifi.toml`.
+    /// Name in the step library, e.g. `esp-at/join-wifi.toml`.
     pub file: Spanned<String>,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
@@ -255,7 +255,7 @@ pub struct ExpectNotStep {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitEventStep {
-    /// Service event kind (`device-connected`, `device-rejected`, `published`, `tls-alert`, `ota-completed`).
+    /// Service event kind, one of [`EVENT_KINDS`].
     pub event: String,
     /// Optional regex the event's one-line description must match.
     pub matching: Option<Spanned<String>>,
@@ -332,12 +332,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     Ok(scenario)
 }
 
-fn check_regex(path: &Path, text: &str, regex: &Spanned<String>) -> Result<(), LoadError> {
-    // `${variables}` are resolved at run time; check the pattern with a neutral stand-in.
+/// Compiles a regex as the run will, `${variables}` replaced by a neutral stand-in (they are
+/// resolved at run time).
+fn check_regex(
+    path: &Path,
+    text: &str,
+    regex: &Spanned<String>,
+) -> Result<regex::Regex, LoadError> {
     let pattern = regex::Regex::new(r"\$\{[^}]*\}")
         .map(|vars| vars.replace_all(regex.get_ref(), "VAR").into_owned())
         .unwrap_or_else(|_| regex.get_ref().clone());
-    regex::Regex::new(&pattern).map(drop).map_err(|e| {
+    regex::Regex::new(&pattern).map_err(|e| {
         invalid(
             path,
             text,
@@ -347,14 +352,37 @@ fn check_regex(path: &Path, text: &str, regex: &Spanned<String>) -> Result<(), L
     })
 }
 
+/// A regex a step waits for must need some text: one that matches an empty line and a line
+/// of one control character (`''`, `.*`, `x?`) matches every line, so the step would pass
+/// whatever happened.
+fn check_selective_regex(
+    path: &Path,
+    text: &str,
+    regex: &Spanned<String>,
+) -> Result<(), LoadError> {
+    let compiled = check_regex(path, text, regex)?;
+    if compiled.is_match("") && compiled.is_match("\u{1}") {
+        return Err(invalid(
+            path,
+            text,
+            regex.span().start,
+            "expected a regular expression that needs some text (this one matches any line)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `id` can name a scenario: letters, digits, `-`, `_` and `.`, at least one.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
 fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadError> {
     let id = &scenario.id;
-    let id_ok = !id.get_ref().is_empty()
-        && id
-            .get_ref()
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !id_ok {
+    if !is_valid_id(id.get_ref()) {
         return Err(invalid(
             path,
             text,
@@ -394,21 +422,76 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
             requires(Capability::HeapControl, step.span().start, "a heap step")?;
         }
     }
-    for step in &scenario.steps {
+    validate_steps(path, text, &scenario.steps)
+}
+
+/// The event kinds a `wait-event` step can wait for: what [`crate::observe::describe`] calls
+/// the service events.
+pub const EVENT_KINDS: &[&str] = &[
+    "tls-established",
+    "tls-alert",
+    "tls-timeout",
+    "device-rejected",
+    "device-connected",
+    "published",
+    "subscribed",
+    "mqtt",
+    "sntp",
+    "ota-request",
+    "ota-completed",
+];
+
+/// Checks a list of steps, from a scenario or from a library file: at least one, each with
+/// what it needs and nothing that lets it pass whatever the board does.
+pub(crate) fn validate_steps(
+    path: &Path,
+    text: &str,
+    steps: &[Spanned<Step>],
+) -> Result<(), LoadError> {
+    if steps.is_empty() {
+        return Err(invalid(
+            path,
+            text,
+            steps_value_offset(text),
+            "expected at least one step (a file without steps passes without testing anything)",
+        ));
+    }
+    for step in steps {
+        let at_step = |message: &str| invalid(path, text, step.span().start, message);
         match step.get_ref() {
             Step::Publish(p) if p.payload.is_some() == p.size.is_some() => {
-                return Err(invalid(
-                    path,
-                    text,
-                    step.span().start,
+                return Err(at_step(
                     "expected a publish step with exactly one of `payload` or `size`",
                 ));
             }
-            Step::Expect(s) => check_regex(path, text, &s.regex)?,
-            Step::ExpectNot(s) => check_regex(path, text, &s.regex)?,
-            Step::WaitEvent(WaitEventStep {
-                matching: Some(m), ..
-            }) => check_regex(path, text, m)?,
+            Step::Expect(s) => check_selective_regex(path, text, &s.regex)?,
+            Step::ExpectNot(s) => check_regex(path, text, &s.regex).map(drop)?,
+            Step::WaitEvent(w) => {
+                if !EVENT_KINDS.contains(&w.event.as_str()) {
+                    return Err(at_step(&format!(
+                        "expected a wait-event `event` of {}, not {:?}",
+                        EVENT_KINDS.join(", "),
+                        w.event
+                    )));
+                }
+                match &w.matching {
+                    Some(matching) => check_selective_regex(path, text, matching)?,
+                    // The catch-all kind: without a regex, any packet either way (the
+                    // broker's own CONNACK included) would do.
+                    None if w.event == "mqtt" => {
+                        return Err(at_step(
+                            "expected a `matching` regex for event \"mqtt\" (without one, any MQTT packet matches)",
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            Step::Assert(a) if a.at_least.is_none() && a.at_most.is_none() => {
+                return Err(at_step(&format!(
+                    "expected `at_least` or `at_most` for assert {:?} (without a bound it always passes)",
+                    a.fact
+                )));
+            }
             Step::Send(s) => match (&s.line, &s.hex, &s.data) {
                 (Some(_), None, None) | (None, None, Some(_)) => {}
                 (None, Some(hex), None) => {
@@ -422,10 +505,7 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
                     })?;
                 }
                 _ => {
-                    return Err(invalid(
-                        path,
-                        text,
-                        step.span().start,
+                    return Err(at_step(
                         "expected a send step with exactly one of `line`, `hex` or `data`",
                     ));
                 }
@@ -436,16 +516,29 @@ fn validate(path: &Path, text: &str, scenario: &Scenario) -> Result<(), LoadErro
     Ok(())
 }
 
-/// Loads one file.
+/// Where the `steps` value starts in `text` (0 when it cannot be found): an empty list has no
+/// step span to point at.
+fn steps_value_offset(text: &str) -> usize {
+    #[derive(Deserialize)]
+    struct StepsOnly {
+        steps: Spanned<toml::Value>,
+    }
+    toml::from_str::<StepsOnly>(text).map_or(0, |file| file.steps.span().start)
+}
+
+/// Loads one file, with the library files it includes: a broken include stops `sparring run`
+/// before anything runs, as a broken scenario does.
 pub fn load_file(path: &Path) -> Result<LoadedScenario, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(LoadedScenario {
+    let loaded = LoadedScenario {
         path: path.to_owned(),
         scenario: parse(path, &text)?,
-    })
+    };
+    crate::plan::expand(&loaded)?;
+    Ok(loaded)
 }
 
 /// Loads a file, or every `*.toml` directly inside a directory (sorted; `lib/` and

@@ -38,6 +38,7 @@ enum Command {
     Serve(cmd::serve::Args),
     Check(cmd::check::Args),
     Boards(cmd::boards::Args),
+    New(cmd::new::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Boards(args) => cmd::boards::run(args),
+        Command::New(args) => cmd::new::run(args),
     };
     match outcome {
         Ok(code) => code,

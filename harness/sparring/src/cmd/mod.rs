@@ -8,6 +8,7 @@ pub mod boards;
 pub mod certs;
 pub mod check;
 pub mod image;
+pub mod new;
 pub mod run;
 pub mod serve;
 pub mod vboard;
