@@ -37,6 +37,7 @@ enum Command {
     Vboard(cmd::vboard::Args),
     Serve(cmd::serve::Args),
     Check(cmd::check::Args),
+    Monitor(cmd::monitor::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Vboard(args) => cmd::vboard::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Monitor(args) => cmd::monitor::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -16,6 +16,7 @@ fn every_subcommand_explains_itself() {
         ("vboard", "set_network"),
         ("serve", "--bind 192.168.1.20"),
         ("check", "file:line:column"),
+        ("monitor", "Stack memory:"),
     ] {
         let output = sparring(&[subcommand, "--help"]);
         assert!(output.status.success(), "{subcommand} --help failed");
