@@ -122,6 +122,8 @@ fn monitor_port(
     let mut chunk = [0u8; 1024];
     while !interrupted.load(Ordering::SeqCst) {
         match port.read(&mut chunk) {
+            // End of file: the device hung up (timeouts are errors, not empty reads).
+            Ok(0) => break,
             Ok(read) => pending.extend_from_slice(&chunk[..read]),
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => return Err(e).with_context(|| format!("reading {name}")),
