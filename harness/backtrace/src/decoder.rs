@@ -14,9 +14,10 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| regex_or_panic(r"0x[0-9a-fA-F
 
 /// The PCs of a backtrace's `PC:SP` pairs, printed after `Backtrace:` (hex in either case,
 /// with or without a space after the colon, ` |<-CORRUPTED` at the end when the unwinding
-/// stopped). Source: esp-idf components/esp_system/port/arch/xtensa/panic_arch.c
-/// (`doBacktrace`: `"\r\nBacktrace:"`, `" 0x"`, `":0x"`) and
-/// components/xtensa/debug_helpers.c (`esp_backtrace_print_from_frame`).
+/// stopped). Source: esp-idf components/esp_system/port/arch/xtensa/debug_helpers.c
+/// (`esp_backtrace_print_from_frame`, called by …/xtensa/panic_arch.c and the task
+/// watchdog; components/xtensa/debug_helpers.c in v4.x, `doBacktrace` in
+/// components/esp32/panic.c before).
 static BACKTRACE: LazyLock<Regex> = LazyLock::new(|| regex_or_panic(r"Backtrace:(.*)"));
 static BACKTRACE_PC: LazyLock<Regex> =
     LazyLock::new(|| regex_or_panic(r"(0x[0-9a-fA-F]{8}):0x[0-9a-fA-F]{8}"));
@@ -29,8 +30,8 @@ static BACKTRACE_PC: LazyLock<Regex> =
 static REGISTER_PC: LazyLock<Regex> =
     LazyLock::new(|| regex_or_panic(r"\b(?:MEPC|RA|PC)\s+: (0x[0-9a-fA-F]{8})"));
 
-/// Source: esp-idf components/esp_system/panic.c (`panic_abort` callers) and
-/// components/newlib/abort.c: `"abort() was called at PC 0x%08x on core %d"`.
+/// Source: esp-idf components/newlib/abort.c (v4.3+; components/esp32/panic.c before):
+/// `"abort() was called at PC 0x%08x on core %d"`, printed by components/esp_system/panic.c.
 static ABORT_PC: LazyLock<Regex> =
     LazyLock::new(|| regex_or_panic(r"abort\(\) was called at PC (0x[0-9a-fA-F]{8})"));
 

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! What is decoded:
-//! - Xtensa `Backtrace: PC:SP PC:SP …` (also the task watchdog's per-CPU backtraces and the
-//!   `|<-CORRUPTED` ending): every PC;
+//! - `Backtrace: PC:SP PC:SP …` (Xtensa panics and the task watchdog's per-CPU backtraces,
+//!   with or without the `|<-CORRUPTED` ending; RISC-V with `CONFIG_ESP_SYSTEM_USE_EH_FRAME`):
+//!   every PC;
 //! - register dumps: RISC-V `MEPC` and `RA`, Xtensa `PC`;
 //! - `abort() was called at PC 0x… on core N`;
 //! - any other `0x%08x` number that lies in an executable section and that the ELF names,

@@ -50,6 +50,7 @@ pub fn watch_ctrl_c(flag: Arc<AtomicBool>, note: Option<&'static str>) {
     };
     match already {
         Some(Ok(())) => on_ctrl_c(),
+        // No handler could be installed: Ctrl-C ends the process as it always does.
         Some(Err(_)) => {}
         None => {
             std::thread::spawn(move || {
