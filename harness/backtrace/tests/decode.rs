@@ -165,3 +165,21 @@ fn a_file_that_is_no_elf_is_refused_with_the_reason() {
     let error = Symbolizer::from_path(&missing).expect_err("refused");
     assert!(matches!(error, ElfError::Read(_)), "{error:?}");
 }
+
+#[test]
+fn truncated_elf_files_load_or_fail_but_never_panic() {
+    let elf = fixtures::riscv_panic().elf;
+    let mut loaded = 0;
+    for length in (0..elf.len()).step_by(97) {
+        if let Ok(symbolizer) = Symbolizer::from_elf_bytes(&elf[..length]) {
+            loaded += 1;
+            // whatever survived, decoding goes on
+            let _ =
+                PanicDecoder::new(&symbolizer).feed("MEPC    : 0x420037ce  RA      : 0x42003a18");
+        }
+    }
+    assert!(
+        loaded < elf.len() / 97,
+        "a file cut short is refused at least sometimes"
+    );
+}
