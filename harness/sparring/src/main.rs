@@ -39,6 +39,7 @@ enum Command {
     Check(cmd::check::Args),
     Boards(cmd::boards::Args),
     New(cmd::new::Args),
+    Monitor(cmd::monitor::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(args),
         Command::Boards(args) => cmd::boards::run(args),
         Command::New(args) => cmd::new::run(args),
+        Command::Monitor(args) => cmd::monitor::run(args),
     };
     match outcome {
         Ok(code) => code,

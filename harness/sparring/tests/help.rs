@@ -17,6 +17,7 @@ fn every_subcommand_explains_itself() {
         ("serve", "--bind 192.168.1.20"),
         ("check", "file:line:column"),
         ("new", "busy p..."),
+        ("monitor", "Stack memory:"),
     ] {
         let output = sparring(&[subcommand, "--help"]);
         assert!(output.status.success(), "{subcommand} --help failed");

@@ -99,7 +99,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("scenarios"))
         .join("snapshots");
     let interrupted = Arc::new(AtomicBool::new(false));
-    watch_ctrl_c(interrupted.clone());
+    // Ctrl-C: the executor finishes its step, skips the rest, and reports.
+    super::watch_ctrl_c(
+        interrupted.clone(),
+        Some("interrupted: finishing the current step, then writing the reports"),
+    );
     let inventory = Inventory::find(args.inventory.as_deref())?;
     let options = RunOptions {
         boards: args.boards,
@@ -142,19 +146,3 @@ fn parse_defect(name: &str) -> Result<String, String> {
 
 /// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
-
-/// Ctrl-C sets the flag; the executor finishes its step, skips the rest, and reports.
-fn watch_ctrl_c(flag: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
-            eprintln!("interrupted: finishing the current step, then writing the reports");
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
-}
