@@ -90,6 +90,13 @@ pub enum Control {
     SetNetwork {
         network: NetworkConfig,
     },
+    /// Run the firmware's waits (MQTT reconnect, keep-alive, retransmit, network timeouts)
+    /// `scale` times faster (1 = real time; survives resets). Facts measured outside the board
+    /// (`backoff-ms` at the broker) are then wall time: a scenario asserting timing divides
+    /// the hardware figure by the scale.
+    SetTimeScale {
+        scale: u32,
+    },
 }
 
 /// The board's state as `state` reports it.
@@ -323,6 +330,7 @@ impl Core {
                     Control::ReserveHeap { bytes } => self.shared.reserve_heap(bytes),
                     Control::SetDefects { defects } => self.shared.set_defects(defects),
                     Control::SetNetwork { network } => self.shared.set_network(network),
+                    Control::SetTimeScale { scale } => self.shared.set_time_scale(scale),
                 }
                 let _ = reply.send(self.state());
                 if self.mode == Mode::Off {

@@ -106,6 +106,9 @@ pub enum Defect {
     CrashOnLargeRecord,
     AcceptAnyOtaImage,
     NoRollback,
+    NoBackoff,
+    NoRetransmit,
+    IgnoreKeepalive,
 }
 
 impl Defect {
@@ -140,13 +143,25 @@ impl Defect {
             "no-rollback",
             "marks an OTA image valid at once: rollback is never armed",
         ),
+        (
+            "no-backoff",
+            "reconnects to the broker at once instead of after esp-mqtt's 10 s",
+        ),
+        (
+            "no-retransmit",
+            "never sends an unacknowledged publish or subscribe again (no DUP)",
+        ),
+        (
+            "ignore-keepalive",
+            "sends no PINGREQ and never notices a silent broker",
+        ),
     ];
 }
 
 /// A defect switch name that is not one of [`Defect::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback"
+    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback, no-backoff, no-retransmit, ignore-keepalive"
 )]
 pub struct UnknownDefect(pub String);
 
@@ -163,6 +178,9 @@ impl std::str::FromStr for Defect {
             "crash-on-large-record" => Defect::CrashOnLargeRecord,
             "accept-any-ota-image" => Defect::AcceptAnyOtaImage,
             "no-rollback" => Defect::NoRollback,
+            "no-backoff" => Defect::NoBackoff,
+            "no-retransmit" => Defect::NoRetransmit,
+            "ignore-keepalive" => Defect::IgnoreKeepalive,
             other => {
                 let bytes = other
                     .strip_prefix("leak-per-connect=")
@@ -186,6 +204,9 @@ impl std::fmt::Display for Defect {
             Defect::CrashOnLargeRecord => f.write_str("crash-on-large-record"),
             Defect::AcceptAnyOtaImage => f.write_str("accept-any-ota-image"),
             Defect::NoRollback => f.write_str("no-rollback"),
+            Defect::NoBackoff => f.write_str("no-backoff"),
+            Defect::NoRetransmit => f.write_str("no-retransmit"),
+            Defect::IgnoreKeepalive => f.write_str("ignore-keepalive"),
         }
     }
 }
@@ -313,6 +334,9 @@ pub struct Shared {
     network: Mutex<NetworkConfig>,
     /// Board clock offset: UNIX time = clock_base + time since `clock_set_at`.
     clock: Mutex<(Duration, Instant)>,
+    /// The firmware's waits (reconnect, keep-alive, retransmit, timeouts) run this many times
+    /// faster than on hardware; 1 = real time. Lab equipment, never a fact.
+    time_scale: AtomicU32,
     /// What the firmware's network clients did since the last reset.
     pub net_stats: NetStats,
 }
@@ -347,6 +371,7 @@ impl Shared {
             defects: Mutex::new(Vec::new()),
             network: Mutex::new(NetworkConfig::default()),
             clock: Mutex::new((Duration::ZERO, Instant::now())),
+            time_scale: AtomicU32::new(1),
             net_stats: NetStats::default(),
         }
     }
@@ -413,6 +438,23 @@ impl Shared {
 
     pub fn set_network(&self, network: NetworkConfig) {
         *lock(&self.network) = network;
+    }
+
+    /// Sets the board time scale (control channel `set_time_scale`); 0 counts as 1. It
+    /// survives resets, like a firmware build option.
+    pub fn set_time_scale(&self, scale: u32) {
+        self.time_scale.store(scale.max(1), Ordering::SeqCst);
+    }
+
+    pub fn time_scale(&self) -> u32 {
+        self.time_scale.load(Ordering::SeqCst).max(1)
+    }
+
+    /// A firmware wait as the board runs it: the hardware duration divided by the time scale.
+    /// Only waits shrink; the board clock and the values the firmware sends on the wire
+    /// (the CONNECT's keep-alive) stay as configured.
+    pub fn scaled(&self, wait: Duration) -> Duration {
+        wait / self.time_scale()
     }
 
     /// The board clock as UNIX time (starts at 0 = 1970 after every reset).

@@ -1,7 +1,8 @@
 //! The module's MQTT client (esp-mqtt as ESP-AT drives it): one session thread per
 //! `AT+MQTTCONN`, real TCP/TLS to the address the board's network resolves, MQTT 3.1.1 packets
-//! through rumqttc's codec, keep-alive, reconnects with a jittered backoff, and the heap the
-//! session costs.
+//! through rumqttc's codec, esp-mqtt's keep-alive, retransmission (DUP) and QoS 2 handshakes,
+//! its fixed reconnect wait, and the heap the session costs. Every wait goes through
+//! [`Shared::scaled`], the board's time scale.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
-    Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, Publish, Subscribe, Unsubscribe,
+    Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, PubComp, PubRec, PubRel, Publish,
+    Subscribe, Unsubscribe,
 };
 
 use super::console::Console;
@@ -28,11 +30,19 @@ const MAX_PACKET: usize = 1 << 20;
 /// Incoming payloads above this are "large records" for the crash defect: more than one
 /// mbedTLS output record (`CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN` 4096).
 const LARGE_RECORD: usize = 4096;
-/// Reconnect attempts after the first failure, and the backoff bounds.
-const MAX_RECONNECTS: u32 = 20;
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
-/// How long a publish/subscribe waits for its acknowledgement.
+/// esp-mqtt waits a fixed `reconnect_timeout_ms` after every failed or lost connection, no
+/// backoff and no jitter: `esp_mqtt_abort_connection` sets `wait_timeout_ms =
+/// reconnect_timeout_ms`, which defaults to `MQTT_RECON_DEFAULT_MS` (10 s) when unset
+/// (espressif/esp-mqtt `mqtt_client.c`, `lib/include/mqtt_config.h`); ESP-AT's `AT+MQTTCONN`
+/// offers only the `reconnect` on/off flag (`disable_auto_reconnect`), no interval.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+/// Unacknowledged QoS 1/2 publishes (and subscribes: esp-mqtt resends any TRANSMITTED outbox
+/// item) go out again after `MQTT_DEFAULT_RETRANSMIT_TIMEOUT_MS`, one item per interval,
+/// PUBLISH with DUP set (`mqtt_resend_queued`, esp-mqtt `mqtt_client.c`).
+pub const RETRANSMIT: Duration = Duration::from_millis(1000);
+/// Outbox items nobody acknowledged are dropped after `OUTBOX_EXPIRED_TIMEOUT_MS` (30 s).
+const OUTBOX_EXPIRY: Duration = Duration::from_secs(30);
+/// How long a publish/subscribe command waits for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the session thread needs from the board.
@@ -147,11 +157,12 @@ impl Task {
         self.env.console.log(level, tag, message);
     }
 
+    /// Connects, and with `reconnect` on, connects again [`RECONNECT_WAIT`] after every failed
+    /// or lost connection until stopped (`AT+MQTTCLEAN`, a reset), as esp-mqtt does forever.
     fn run(self, first: Sender<FirstAttempt>) {
         let mut first = Some(first);
-        let mut backoff = BACKOFF_FIRST;
         let mut last_attempt: Option<Instant> = None;
-        for attempt in 0..=MAX_RECONNECTS {
+        loop {
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -180,17 +191,22 @@ impl Task {
                     }
                 }
             }
-            if !self.request.reconnect || attempt == MAX_RECONNECTS {
+            if !self.request.reconnect {
                 return;
             }
-            if matches!(ended, Ended::Lost) {
-                backoff = BACKOFF_FIRST;
-            }
-            if !self.sleep(jittered(backoff, attempt)) {
+            let wait = if self.defect(Defect::NoBackoff) {
+                Duration::ZERO
+            } else {
+                self.env.shared.scaled(RECONNECT_WAIT)
+            };
+            if !self.sleep(wait) {
                 return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    fn defect(&self, defect: Defect) -> bool {
+        self.env.shared.has_defect(|d| *d == defect).is_some()
     }
 
     /// Sleeps unless stopped; false when stopped.
@@ -362,7 +378,9 @@ impl Task {
             self.log(LogLevel::Error, "mqtt_client", "Writing failed: errno=104");
             return Err(());
         }
-        let deadline = Instant::now() + timeout;
+        // A firmware wait (esp-mqtt's network timeout for the CONNACK), so it follows the time
+        // scale; TCP and the TLS handshake do not: their time is the host's real work.
+        let deadline = Instant::now() + self.env.shared.scaled(timeout);
         while Instant::now() < deadline {
             match wire.poll() {
                 Ok(None) => continue,
@@ -399,74 +417,55 @@ impl Task {
         Err(())
     }
 
-    /// Serves an established session until it ends.
+    /// Serves an established session until it ends: commands from the AT task, esp-mqtt's
+    /// retransmission and keep-alive, and what the broker sends.
     fn serve(&self, wire: &mut Wire) -> Ended {
-        let keepalive = keepalive(&self.request);
-        let mut next_id: u16 = 0;
-        let mut pending: Vec<(u16, Sender<bool>, Instant)> = Vec::new();
-        let mut last_sent = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
+        let shared = &self.env.shared;
+        let keepalive = shared.scaled(keepalive(&self.request));
+        let retransmit = shared.scaled(RETRANSMIT);
+        let mut outbox = Outbox::default();
+        // esp-mqtt's `keepalive_tick`: set at CONNACK and at each PINGRESP, nothing else.
+        let mut keepalive_tick = Instant::now();
+        let mut waiting_ping = false;
+        let mut last_retransmit = Instant::now();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 let _ = wire.send(&Packet::Disconnect);
                 return Ended::Stopped;
             }
-            // Commands from the AT task.
             while let Ok(command) = self.commands.try_recv() {
-                next_id = next_id.wrapping_add(1).max(1);
-                let (packet, reply, needs_ack) = match command {
-                    Command::Publish(m, reply) => {
-                        let mut p = Publish::new(m.topic, qos(m.qos), m.payload);
-                        p.retain = m.retain;
-                        let needs_ack = m.qos > 0;
-                        if needs_ack {
-                            p.pkid = next_id;
-                        }
-                        (Packet::Publish(p), reply, needs_ack)
-                    }
-                    Command::Subscribe(topic, q, reply) => {
-                        let mut s = Subscribe::new(topic, qos(q));
-                        s.pkid = next_id;
-                        (Packet::Subscribe(s), reply, true)
-                    }
-                    Command::Unsubscribe(topic, reply) => {
-                        let mut u = Unsubscribe::new(topic);
-                        u.pkid = next_id;
-                        (Packet::Unsubscribe(u), reply, true)
-                    }
-                };
-                if wire.send(&packet).is_err() {
-                    let _ = reply.send(false);
+                if outbox.send(wire, command).is_err() {
                     return Ended::Lost;
                 }
-                last_sent = Instant::now();
-                if needs_ack {
-                    pending.push((next_id, reply, Instant::now()));
-                } else {
-                    let _ = reply.send(true);
-                }
             }
-            pending.retain(|(_, reply, since)| {
-                let waiting = since.elapsed() < ACK_TIMEOUT;
-                if !waiting {
-                    let _ = reply.send(false);
-                }
-                waiting
-            });
-            // Keep-alive: PINGREQ after a quiet keep-alive period; no PINGRESP within another
-            // period ends the session, as esp-mqtt does.
-            if let Some(sent) = ping_sent
-                && sent.elapsed() > keepalive
-            {
-                self.log(LogLevel::Error, "mqtt_client", "No PING_RESP, disconnected");
-                return Ended::Lost;
-            }
-            if ping_sent.is_none() && last_sent.elapsed() >= keepalive {
-                if wire.send(&Packet::PingReq).is_err() {
+            outbox.expire(shared.scaled(ACK_TIMEOUT), shared.scaled(OUTBOX_EXPIRY));
+            if last_retransmit.elapsed() >= retransmit {
+                last_retransmit = Instant::now();
+                if !self.defect(Defect::NoRetransmit)
+                    && outbox.retransmit_oldest(wire, retransmit).is_err()
+                {
                     return Ended::Lost;
                 }
-                ping_sent = Some(Instant::now());
-                last_sent = Instant::now();
+            }
+            // esp-mqtt's `process_keepalive` (mqtt_client.c): PINGREQ half a keep-alive after
+            // the tick; no PINGRESP a whole keep-alive after it ends the connection.
+            if !self.defect(Defect::IgnoreKeepalive) {
+                if waiting_ping && keepalive_tick.elapsed() > keepalive {
+                    self.log(LogLevel::Error, "mqtt_client", "No PING_RESP, disconnected");
+                    wire.transport.close();
+                    return Ended::Lost;
+                }
+                if !waiting_ping && keepalive_tick.elapsed() > keepalive / 2 {
+                    if wire.send(&Packet::PingReq).is_err() {
+                        self.log(
+                            LogLevel::Error,
+                            "mqtt_client",
+                            "Can't send ping, disconnected",
+                        );
+                        return Ended::Lost;
+                    }
+                    waiting_ping = true;
+                }
             }
             let packet = match wire.poll() {
                 Ok(None) => continue,
@@ -480,41 +479,179 @@ impl Task {
                     return Ended::Lost;
                 }
             };
-            let acked = |id: u16, pending: &mut Vec<(u16, Sender<bool>, Instant)>| {
-                if let Some(i) = pending.iter().position(|(p, _, _)| *p == id) {
-                    let (_, reply, _) = pending.remove(i);
-                    let _ = reply.send(true);
+            let answered = match packet {
+                Packet::PubAck(a) => outbox.acked(a.pkid),
+                Packet::SubAck(a) => outbox.acked(a.pkid),
+                Packet::UnsubAck(a) => outbox.acked(a.pkid),
+                Packet::PubComp(a) => outbox.acked(a.pkid),
+                Packet::PubRec(a) => outbox.released(wire, a.pkid),
+                // The broker's half of an incoming QoS 2 delivery.
+                Packet::PubRel(a) => wire.send(&Packet::PubComp(PubComp::new(a.pkid))),
+                Packet::PingResp => {
+                    waiting_ping = false;
+                    keepalive_tick = Instant::now();
+                    Ok(())
                 }
-            };
-            match packet {
-                Packet::PubAck(a) => acked(a.pkid, &mut pending),
-                Packet::SubAck(a) => acked(a.pkid, &mut pending),
-                Packet::UnsubAck(a) => acked(a.pkid, &mut pending),
-                Packet::PingResp => ping_sent = None,
                 Packet::Publish(p) => {
-                    if p.payload.len() > LARGE_RECORD
-                        && self
-                            .env
-                            .shared
-                            .has_defect(|d| *d == Defect::CrashOnLargeRecord)
-                            .is_some()
-                    {
+                    if p.payload.len() > LARGE_RECORD && self.defect(Defect::CrashOnLargeRecord) {
                         self.env.console.panic(crash_dump());
                         return Ended::Crashed;
                     }
-                    if p.qos == QoS::AtLeastOnce {
-                        let _ = wire.send(&Packet::PubAck(PubAck::new(p.pkid)));
-                    }
-                    let mut line =
-                        format!("+MQTTSUBRECV:0,\"{}\",{},", p.topic, p.payload.len()).into_bytes();
-                    line.extend_from_slice(&p.payload);
-                    line.extend_from_slice(b"\r\n");
-                    self.env.console.at(line);
+                    self.deliver(wire, &p)
                 }
                 Packet::Disconnect => return Ended::Lost,
-                _ => {}
+                _ => Ok(()),
+            };
+            if answered.is_err() {
+                return Ended::Lost;
             }
         }
+    }
+
+    /// An incoming PUBLISH: acknowledged by its QoS (PUBACK, or PUBREC and later PUBCOMP),
+    /// handed to the AT port at once, as esp-mqtt dispatches MQTT_EVENT_DATA on receipt.
+    fn deliver(&self, wire: &mut Wire, p: &Publish) -> std::io::Result<()> {
+        match p.qos {
+            QoS::AtLeastOnce => wire.send(&Packet::PubAck(PubAck::new(p.pkid)))?,
+            QoS::ExactlyOnce => wire.send(&Packet::PubRec(PubRec::new(p.pkid)))?,
+            QoS::AtMostOnce => {}
+        }
+        let mut line = format!("+MQTTSUBRECV:0,\"{}\",{},", p.topic, p.payload.len()).into_bytes();
+        line.extend_from_slice(&p.payload);
+        line.extend_from_slice(b"\r\n");
+        self.env.console.at(line);
+        Ok(())
+    }
+}
+
+/// What an outbox item waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// PUBACK, SUBACK, UNSUBACK or (after PUBREL) PUBCOMP.
+    Ack,
+    /// QoS 2: PUBREC, then PUBREL goes out.
+    PubRec,
+}
+
+/// One unacknowledged packet (esp-mqtt's outbox item).
+struct Item {
+    id: u16,
+    packet: Packet,
+    awaiting: Awaiting,
+    /// The AT command waiting for the outcome; taken once answered.
+    reply: Option<Sender<bool>>,
+    queued: Instant,
+    sent: Instant,
+}
+
+/// The client's outbox: packets sent and not yet acknowledged, oldest first.
+#[derive(Default)]
+struct Outbox {
+    next_id: u16,
+    items: Vec<Item>,
+}
+
+impl Outbox {
+    /// Sends a command's packet; QoS 0 publishes are answered at once.
+    fn send(&mut self, wire: &mut Wire, command: Command) -> std::io::Result<()> {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = self.next_id;
+        let (packet, reply, awaiting) = match command {
+            Command::Publish(m, reply) => {
+                let mut p = Publish::new(m.topic, qos(m.qos), m.payload);
+                p.retain = m.retain;
+                let awaiting = match m.qos {
+                    0 => None,
+                    1 => Some(Awaiting::Ack),
+                    _ => Some(Awaiting::PubRec),
+                };
+                if awaiting.is_some() {
+                    p.pkid = id;
+                }
+                (Packet::Publish(p), reply, awaiting)
+            }
+            Command::Subscribe(topic, q, reply) => {
+                let mut s = Subscribe::new(topic, qos(q));
+                s.pkid = id;
+                (Packet::Subscribe(s), reply, Some(Awaiting::Ack))
+            }
+            Command::Unsubscribe(topic, reply) => {
+                let mut u = Unsubscribe::new(topic);
+                u.pkid = id;
+                (Packet::Unsubscribe(u), reply, Some(Awaiting::Ack))
+            }
+        };
+        if let Err(e) = wire.send(&packet) {
+            let _ = reply.send(false);
+            return Err(e);
+        }
+        match awaiting {
+            None => {
+                let _ = reply.send(true);
+            }
+            Some(awaiting) => self.items.push(Item {
+                id,
+                packet,
+                awaiting,
+                reply: Some(reply),
+                queued: Instant::now(),
+                sent: Instant::now(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// The last acknowledgement of an item came: done.
+    fn acked(&mut self, id: u16) -> std::io::Result<()> {
+        if let Some(i) = self.items.iter().position(|item| item.id == id) {
+            let item = self.items.remove(i);
+            if let Some(reply) = item.reply {
+                let _ = reply.send(true);
+            }
+        }
+        Ok(())
+    }
+
+    /// PUBREC for a QoS 2 publish: PUBREL goes out and the item waits for PUBCOMP.
+    fn released(&mut self, wire: &mut Wire, id: u16) -> std::io::Result<()> {
+        let release = Packet::PubRel(PubRel::new(id));
+        wire.send(&release)?;
+        if let Some(item) = self.items.iter_mut().find(|item| item.id == id) {
+            item.packet = release;
+            item.awaiting = Awaiting::Ack;
+            item.sent = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The AT command gives up after `answer_within`; the item itself is dropped after
+    /// `expiry` (esp-mqtt's `outbox_delete_expired`).
+    fn expire(&mut self, answer_within: Duration, expiry: Duration) {
+        for item in &mut self.items {
+            if item.queued.elapsed() >= answer_within
+                && let Some(reply) = item.reply.take()
+            {
+                let _ = reply.send(false);
+            }
+        }
+        self.items.retain(|item| item.queued.elapsed() < expiry);
+    }
+
+    /// Sends the oldest item unacknowledged for longer than `after` again: a PUBLISH with
+    /// DUP set, or the PUBREL of a QoS 2 publish (`mqtt_resend_pubrel`).
+    fn retransmit_oldest(&mut self, wire: &mut Wire, after: Duration) -> std::io::Result<()> {
+        let Some(item) = self
+            .items
+            .iter_mut()
+            .find(|item| item.sent.elapsed() > after)
+        else {
+            return Ok(());
+        };
+        if let Packet::Publish(p) = &mut item.packet {
+            p.dup = true;
+        }
+        item.sent = Instant::now();
+        wire.send(&item.packet)
     }
 }
 
@@ -532,15 +669,6 @@ fn qos(level: u8) -> QoS {
         1 => QoS::AtLeastOnce,
         _ => QoS::ExactlyOnce,
     }
-}
-
-/// ±25 % around `base`, varied by attempt and time so boards do not reconnect in lockstep.
-fn jittered(base: Duration, attempt: u32) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let spread = (nanos ^ attempt.wrapping_mul(2_654_435_761)) % 501; // 0..=500 ‰
-    base * (750 + spread) / 1000
 }
 
 /// What ESP-IDF prints when an app faults on a RISC-V/Xtensa core (esp-facts §5.7).

@@ -20,7 +20,11 @@ use sparring_vboard::board::{Board, BoardConfig, Control, send_control};
 /// `{"cmd":"set_network","network":{"access_points":[{"ssid":"lab","password":"pw"}],"hosts":{"broker.sparring.test":"127.0.0.1"},"ports":{"123":1123}}}`
 /// (an access point may add `"fault":"no-answer"` or `"fault":"refuses"`: `+CWJAP:1` / `:4`;
 /// `ports` redirects a destination port the firmware dials, e.g. SNTP's 123, to where the
-/// lab's service really listens, as a lab router's NAT rule would).
+/// lab's service really listens, as a lab router's NAT rule would), and
+/// `{"cmd":"set_time_scale","scale":20}`: the firmware's waits (MQTT reconnect, keep-alive,
+/// retransmit, network timeouts) run 20 times faster; times measured outside the board (the
+/// broker's `backoff-ms`) are then wall time, so a scenario asserting timing divides the
+/// hardware figure by the scale.
 ///
 /// `sparring vboard ctl SOCKET REQUEST` sends one request from a shell (what a `boards.toml`
 /// reset command runs): `reset`, `download`, `state`, `power_off`, or a JSON request.
