@@ -254,8 +254,10 @@ pub fn describe(event: &Event) -> (String, String) {
                 (Direction::FromDevice, "SUBSCRIBE") => "subscribed",
                 _ => "mqtt",
             };
+            let flag = |f: Option<bool>| f.map_or("-", |f| if f { "1" } else { "0" });
+            // Fields after `fault=` were added later: scenarios match on the leading ones.
             let line = format!(
-                "{:?} {} client_id={} topic={} qos={} size={} code={} fault={}",
+                "{:?} {} client_id={} topic={} qos={} size={} code={} fault={} id={} dup={} retain={} keep_alive={} clean_session={}",
                 m.direction,
                 m.packet,
                 m.client_id.as_deref().unwrap_or("-"),
@@ -264,6 +266,11 @@ pub fn describe(event: &Event) -> (String, String) {
                 m.payload_size.map_or("-".into(), |s| s.to_string()),
                 m.return_code.as_deref().unwrap_or("-"),
                 m.fault.as_deref().unwrap_or("-"),
+                m.packet_id.map_or("-".into(), |i| i.to_string()),
+                flag(m.dup),
+                flag(m.retain),
+                m.keep_alive.map_or("-".into(), |k| k.to_string()),
+                flag(m.clean_session),
             );
             (kind.to_owned(), line)
         }

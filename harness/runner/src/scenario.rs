@@ -104,6 +104,10 @@ pub struct Setup {
     /// absence is a failure.
     #[serde(default)]
     pub expect_crash: bool,
+    /// A warning for the report when the board completes a TLS handshake with the broker
+    /// anyway: accepting is what the real stack does, yet a reviewer should see it
+    /// (`"device does not check revocation"` for a revoked server certificate).
+    pub warn_if_connected: Option<String>,
 }
 
 fn enabled() -> bool {

@@ -66,15 +66,26 @@ pub fn judge_incidents(
     }
 }
 
-/// A refusal without a TLS alert passes, with a warning (Device Advisor counts it so).
-pub fn judge_warnings(observed: &Observed, result: &mut ScenarioResult) {
+/// A refusal without a TLS alert passes, with a warning (Device Advisor counts it so); so does
+/// a handshake with the broker the board completed where the scenario declared
+/// `warn_if_connected` (a revoked or CN-only server certificate the real stack accepts).
+pub fn judge_warnings(
+    observed: &Observed,
+    warn_if_connected: Option<&str>,
+    result: &mut ScenarioResult,
+) {
     for event in &observed.events {
-        if let EventKind::Tls(record) = &event.kind
-            && record.outcome == (TlsOutcome::AbortedByPeer { alert: None })
-        {
-            result
+        let EventKind::Tls(record) = &event.kind else {
+            continue;
+        };
+        match (&record.outcome, warn_if_connected) {
+            (TlsOutcome::AbortedByPeer { alert: None }, _) => result
                 .warnings
-                .push("the board closed the TLS connection without sending an alert".into());
+                .push("the board closed the TLS connection without sending an alert".into()),
+            (TlsOutcome::Established, Some(warning)) if event.service == "mqtt" => {
+                result.warnings.push(warning.to_owned());
+            }
+            _ => {}
         }
     }
     result.warnings.dedup();
@@ -137,8 +148,6 @@ pub struct Attempt {
     pub started: OffsetDateTime,
     /// The last thing seen on that connection.
     pub ended: OffsetDateTime,
-    /// A session came of it (CONNACK accepted).
-    pub connected: bool,
 }
 
 /// The board's connections to the MQTT service, in order, one per TCP peer address.
@@ -154,20 +163,13 @@ pub fn broker_attempts(events: &[Event]) -> Vec<Attempt> {
                     Attempt {
                         started,
                         ended: event.at,
-                        connected: false,
                     },
                 );
                 order.push(event.peer);
             }
-            EventKind::Mqtt(m) => {
+            EventKind::Mqtt(_) => {
                 if let Some(attempt) = by_peer.get_mut(&event.peer) {
                     attempt.ended = attempt.ended.max(event.at);
-                    if m.packet == "CONNACK"
-                        && m.direction == Direction::ToDevice
-                        && m.return_code.as_deref() == Some("Success")
-                    {
-                        attempt.connected = true;
-                    }
                 }
             }
             _ => {}
@@ -179,12 +181,12 @@ pub fn broker_attempts(events: &[Event]) -> Vec<Attempt> {
         .collect()
 }
 
-/// From the end of the last failed attempt to the start of the attempt after it.
+/// From the end of the last attempt that failed or lost its session (the broker closed it, a
+/// keep-alive ran out) to the start of the attempt after it: the device's reconnect wait.
 pub fn last_backoff_ms(attempts: &[Attempt]) -> Option<u32> {
     attempts
         .windows(2)
         .rev()
-        .filter(|pair| !pair[0].connected)
         .map(|pair| {
             (pair[1].started - pair[0].ended)
                 .whole_milliseconds()
@@ -192,6 +194,28 @@ pub fn last_backoff_ms(attempts: &[Attempt]) -> Option<u32> {
         })
         .next()
         .map(|ms| u32::try_from(ms).unwrap_or(u32::MAX))
+}
+
+/// Packets the board sent again, as the broker saw them: PUBLISHes flagged DUP, and
+/// SUBSCRIBE, UNSUBSCRIBE or PUBREL repeating a packet id already seen on that connection
+/// (esp-mqtt resends those without a flag).
+pub fn resent_packets(events: &[Event]) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    events
+        .iter()
+        .filter(|e| e.service == "mqtt")
+        .filter_map(|e| match &e.kind {
+            EventKind::Mqtt(m) if m.direction == Direction::FromDevice => Some((e.peer, m)),
+            _ => None,
+        })
+        .filter(|(peer, m)| match m.packet.as_str() {
+            "PUBLISH" => m.dup == Some(true),
+            "SUBSCRIBE" | "UNSUBSCRIBE" | "PUBREL" => {
+                !seen.insert((*peer, m.packet.clone(), m.packet_id))
+            }
+            _ => false,
+        })
+        .count()
 }
 
 /// The firmware's last heap report: ESP-AT's `+SYSRAM:<free>,<min free>` (AT port), or an

@@ -534,6 +534,11 @@ fn describe_v4(packet: &rumqttc::Packet, seen: &mut Seen) {
             r.packet_id = Some(s.pkid);
         }
         P::SubAck(a) => r.packet_id = Some(a.pkid),
+        P::Unsubscribe(u) => r.packet_id = Some(u.pkid),
+        P::UnsubAck(a) => r.packet_id = Some(a.pkid),
+        P::PubRec(a) => r.packet_id = Some(a.pkid),
+        P::PubRel(a) => r.packet_id = Some(a.pkid),
+        P::PubComp(a) => r.packet_id = Some(a.pkid),
         _ => {}
     }
 }
@@ -569,6 +574,11 @@ fn describe_v5(packet: &rumqttc::v5::mqttbytes::v5::Packet, seen: &mut Seen) {
             r.packet_id = Some(s.pkid);
         }
         P::SubAck(a) => r.packet_id = Some(a.pkid),
+        P::Unsubscribe(u) => r.packet_id = Some(u.pkid),
+        P::UnsubAck(a) => r.packet_id = Some(a.pkid),
+        P::PubRec(a) => r.packet_id = Some(a.pkid),
+        P::PubRel(a) => r.packet_id = Some(a.pkid),
+        P::PubComp(a) => r.packet_id = Some(a.pkid),
         _ => {}
     }
 }

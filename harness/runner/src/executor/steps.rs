@@ -124,7 +124,7 @@ pub(super) fn run_scenario(
         run.allowed_resets,
         &mut result,
     );
-    verdict::judge_warnings(&observed, &mut result);
+    verdict::judge_warnings(&observed, setup.warn_if_connected.as_deref(), &mut result);
     result.facts = verdict::facts(&observed);
     run.bench.note_firmware(&observed);
     result.facts.firmware = run.bench.identity.firmware.clone();
@@ -538,13 +538,16 @@ fn fact(observed: &Observed, name: &str) -> Result<i64, StepFailure> {
             i64::from(if name == "free-heap" { free } else { low })
         }
         "connect-attempts" => i64::from(facts.connect_attempts),
-        "backoff-ms" => i64::from(facts.last_backoff_ms.ok_or_else(|| {
-            missing("the broker saw no failed connection followed by another attempt")
-        })?),
+        "backoff-ms" => {
+            i64::from(facts.last_backoff_ms.ok_or_else(|| {
+                missing("the broker saw no connection followed by another attempt")
+            })?)
+        }
         "handshakes" => facts.handshakes as i64,
+        "resent-packets" => verdict::resent_packets(&observed.events) as i64,
         other => {
             return Err(StepFailure::Error(format!(
-                "unknown fact {other:?}; expected free-heap, heap-low-water, connect-attempts, backoff-ms or handshakes"
+                "unknown fact {other:?}; expected free-heap, heap-low-water, connect-attempts, backoff-ms, handshakes or resent-packets"
             )));
         }
     })
