@@ -180,7 +180,7 @@ pub const PROFILES: &[Profile] = &[
     server(
         "cn-only",
         "host only in the subject CN, no subjectAltName",
-        "refuse: name mismatch per RFC 6125 (rustls, browsers); note mbedTLS and OpenSSL fall back to the CN and accept",
+        "refuse: name mismatch per RFC 6125 (rustls, browsers); mbedTLS (ESP-IDF) and OpenSSL fall back to the CN and accept: a device connecting is a warning, not a failure",
         Reject(NameMismatch),
     ),
     server(

@@ -8,12 +8,14 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+    CertificateError, CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct,
+    SignatureScheme,
 };
 
 use super::costs;
@@ -168,7 +170,9 @@ impl ServerCertVerifier for BoardVerifier {
         match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if self.has(Defect::SkipCnCheck) => Ok(ServerCertVerified::assertion()),
+            )) if self.has(Defect::SkipCnCheck) || cn_names(end_entity, server_name) => {
+                Ok(ServerCertVerified::assertion())
+            }
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
@@ -217,6 +221,33 @@ impl ServerCertVerifier for BoardVerifier {
     }
 }
 
+/// mbedTLS's name check where webpki's (RFC 6125) refused: a certificate without a
+/// subjectAltName extension matches by its subject CN (Mbed-TLS `library/x509_crt.c`,
+/// `x509_crt_verify_name` / `x509_crt_check_cn`: exact, case-insensitive, or a `*.` wildcard
+/// covering one label). webpki has already checked the chain when it gets to the name.
+fn cn_names(end_entity: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+    let ServerName::DnsName(name) = server_name else {
+        return false;
+    };
+    let name = name.as_ref();
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity) else {
+        return false;
+    };
+    if !matches!(cert.subject_alternative_name(), Ok(None)) {
+        return false;
+    }
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .any(|cn| {
+            cn.eq_ignore_ascii_case(name)
+                || cn.strip_prefix("*.").is_some_and(|parent| {
+                    name.split_once('.')
+                        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent))
+                })
+        })
+}
+
 /// mbedTLS's X.509 "validity starts in the future" (`MBEDTLS_X509_BADCERT_FUTURE`), kept apart
 /// from "expired" because mbedTLS answers the two with different alerts.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +284,11 @@ fn fails_silently(error: &rustls::Error) -> bool {
         if other.0.is::<CertificateMessageTooLarge>())
 }
 
+/// Whether webpki's error is one it reports as an opaque `Other` (`CaUsedAsEndEntity`, ...).
+fn webpki_other(error: &CertificateError, name: &str) -> bool {
+    matches!(error, CertificateError::Other(other) if format!("{other:?}").contains(name))
+}
+
 /// Rewrites a verification failure so that rustls sends the alert mbedTLS sends for it.
 /// mbedTLS picks the alert from the verify flags (library/ssl_tls.c, after
 /// `mbedtls_x509_crt_verify`): CN mismatch → bad_certificate, (extended) key usage →
@@ -261,7 +297,19 @@ fn fails_silently(error: &rustls::Error) -> bool {
 /// valid" among them — certificate_unknown. rustls's own choice differs for the last two
 /// (certificate_expired for "not yet valid", decrypt_error for a bad signature), and a
 /// gate watching a real board would see mbedTLS's.
+///
+/// Two webpki refusals mbedTLS reaches differently (Mbed-TLS `library/x509_crt.c`): an issuer
+/// without the CA basic constraint is no parent at all (`x509_crt_check_parent` wants
+/// `ca_istrue`), so the chain is untrusted (0x08, unknown_ca); and mbedTLS never checks the
+/// peer certificate's own basicConstraints, so an intermediate served first is judged as the
+/// server's certificate and fails the name check (0x04, bad_certificate).
 fn as_mbedtls_alerts(error: CertificateError) -> CertificateError {
+    if webpki_other(&error, "EndEntityUsedAsCa") {
+        return CertificateError::UnknownIssuer;
+    }
+    if webpki_other(&error, "CaUsedAsEndEntity") {
+        return CertificateError::NotValidForName;
+    }
     match error {
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
             CertificateError::Other(rustls::OtherError(Arc::new(ValidityStartsInFuture)))
@@ -278,12 +326,20 @@ pub fn client_config(
     verify_server: bool,
     alpn: &[String],
 ) -> Result<ClientConfig, rustls::Error> {
-    // Only TLS 1.2 suites in the ClientHello, as mbedTLS without TLS 1.3 offers (see below).
+    // Only TLS 1.2 suites in the ClientHello, as mbedTLS without TLS 1.3 offers (see below),
+    // and no ChaCha20-Poly1305: ESP-IDF builds mbedTLS without it (`components/mbedtls/Kconfig`,
+    // MBEDTLS_CHACHA20_C and MBEDTLS_CHACHAPOLY_C default n).
     let mut suites = rustls::crypto::aws_lc_rs::default_provider();
-    suites
-        .cipher_suites
-        .retain(|s| s.version() == &rustls::version::TLS12);
+    suites.cipher_suites.retain(|s| {
+        s.version() == &rustls::version::TLS12
+            && !matches!(
+                s.suite(),
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+    });
     let provider = Arc::new(suites);
+    let suites_provider = provider.clone();
     let webpki = if verify_server {
         let mut roots = rustls::RootCertStore::empty();
         for ca in &credentials.ca {
@@ -311,11 +367,38 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match &credentials.client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+        Some((chain, key)) => {
+            // No certificate/key pairing check: esp-tls hands both to mbedtls_ssl_conf_own_cert,
+            // which does not call mbedtls_pk_check_pair (Mbed-TLS `library/ssl_tls.c`), so a
+            // mismatched key shows only when the broker rejects the CertificateVerify.
+            let signing = suites_provider
+                .key_provider
+                .load_private_key(key.clone_key())?;
+            let own = CertifiedKey::new(chain.clone(), signing);
+            builder.with_client_cert_resolver(Arc::new(OwnCertificate(Arc::new(own))))
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(config)
+}
+
+/// The module's one client certificate, offered whatever the server asks for.
+#[derive(Debug)]
+struct OwnCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OwnCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// How a connection attempt failed, before translation into mbedTLS terms.
@@ -350,7 +433,10 @@ const VERIFY_FLAG_TEXT: &[(u32, &str)] = &[
     ),
     (0x100, "Other reason (can be used by verify callback)"),
     (0x200, "The certificate validity starts in the future"),
-    (0x800, "Usage does not match the extendedKeyUsage extension"),
+    (
+        0x1000,
+        "Usage does not match the extendedKeyUsage extension",
+    ),
 ];
 
 const X509_CERT_VERIFY_FAILED: u16 = 0x2700;
@@ -373,7 +459,7 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
                 | CertificateError::NotValidForNameContext { .. } => 0x04,
                 CertificateError::UnknownIssuer => 0x08,
                 CertificateError::InvalidPurpose
-                | CertificateError::InvalidPurposeContext { .. } => 0x800,
+                | CertificateError::InvalidPurposeContext { .. } => 0x1000,
                 CertificateError::Other(other) if other.0.is::<ValidityStartsInFuture>() => 0x200,
                 _ => 0x100,
             })

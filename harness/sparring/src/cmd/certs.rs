@@ -34,8 +34,9 @@ struct GenerateArgs {
     #[arg(long, default_value = "certs/out")]
     out: PathBuf,
     /// DNS name devices use to reach the broker / OTA server. Repeatable. Real boards reach
-    /// the host by its LAN name or address: give it here. Default: localhost,
-    /// broker.sparring.test, ota.sparring.test (with --ip 127.0.0.1).
+    /// the host by its LAN name or address: give it here (the first is the server
+    /// certificates' CN). Default: broker.sparring.test, localhost, ota.sparring.test (with
+    /// --ip 127.0.0.1).
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
     /// IP address devices use to reach the broker / OTA server. Repeatable.
