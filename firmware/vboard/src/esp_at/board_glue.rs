@@ -275,7 +275,14 @@ impl Module for BoardModule<'_> {
         was_open
     }
 
-    fn user_ota(&mut self, url: &str, _out: &mut Vec<u8>) -> Result<(), AtError> {
+    fn user_ota(&mut self, url: &str, out: &mut Vec<u8>) -> Result<(), AtError> {
+        // `Recv <n> bytes` reaches the host before the download starts, not after it: a
+        // stalled server must not hold back the acknowledgement of the URL.
+        if let Ok(mut port) = self.ctx.uart1.try_clone_native()
+            && std::io::Write::write_all(&mut port, out).is_ok()
+        {
+            out.clear();
+        }
         // The MQTT session's heap stays allocated during the download, as on hardware.
         super::ota::user_ota(self.ctx, url).map_err(|_| AtError::ExecFailed(0))
     }
