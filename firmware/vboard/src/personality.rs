@@ -109,6 +109,7 @@ pub enum Defect {
     NoBackoff,
     NoRetransmit,
     IgnoreKeepalive,
+    CrashBeforeConfirm,
 }
 
 impl Defect {
@@ -155,13 +156,17 @@ impl Defect {
             "ignore-keepalive",
             "sends no PINGREQ and never notices a silent broker",
         ),
+        (
+            "crash-before-confirm",
+            "an updated app panics at its first boot, before confirming itself",
+        ),
     ];
 }
 
 /// A defect switch name that is not one of [`Defect::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback, no-backoff, no-retransmit, ignore-keepalive"
+    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback, no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm"
 )]
 pub struct UnknownDefect(pub String);
 
@@ -181,6 +186,7 @@ impl std::str::FromStr for Defect {
             "no-backoff" => Defect::NoBackoff,
             "no-retransmit" => Defect::NoRetransmit,
             "ignore-keepalive" => Defect::IgnoreKeepalive,
+            "crash-before-confirm" => Defect::CrashBeforeConfirm,
             other => {
                 let bytes = other
                     .strip_prefix("leak-per-connect=")
@@ -207,6 +213,7 @@ impl std::fmt::Display for Defect {
             Defect::NoBackoff => f.write_str("no-backoff"),
             Defect::NoRetransmit => f.write_str("no-retransmit"),
             Defect::IgnoreKeepalive => f.write_str("ignore-keepalive"),
+            Defect::CrashBeforeConfirm => f.write_str("crash-before-confirm"),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use esp_formats::image::AppDescriptor;
 use esp_formats::nvs;
-use esp_formats::otadata::{self, OtaState};
+use esp_formats::otadata::{self, OtaEntry, OtaState};
 use esp_formats::partition::{MFG_NVS, Partition, PartitionTable, TYPE_AT_CUSTOM};
 
 use super::cert_store::{self, CertSet};
@@ -20,7 +20,7 @@ use super::parse::AtError;
 use super::sntp_client::SntpClient;
 use super::socket_client::{SocketClient, SocketEnv};
 use super::tls::{self, CredentialError};
-use crate::personality::{AppContext, LogLevel, Personality};
+use crate::personality::{AppContext, Defect, LogLevel, Personality};
 
 /// The app whose descriptor names the project `esp-at`.
 #[derive(Debug, Default)]
@@ -288,28 +288,33 @@ impl Module for BoardModule<'_> {
     }
 }
 
+/// The running app's otadata entry and where it is stored, when the bootloader booted it on
+/// trial (PENDING_VERIFY: the first boot after an update, with rollback armed).
+fn on_trial(ctx: &AppContext) -> Option<(u64, OtaEntry)> {
+    let ota = otadata::partition(&ctx.table)?.clone();
+    let bytes = ctx
+        .flash_read(u64::from(ota.offset), 2 * otadata::SECTOR)
+        .ok()?;
+    let entries = otadata::read(&bytes);
+    let (index, entry) = otadata::active(&entries)?;
+    (entry.state == OtaState::PendingVerify).then(|| {
+        (
+            u64::from(ota.offset) + (index * otadata::SECTOR) as u64,
+            entry,
+        )
+    })
+}
+
 /// `esp_ota_mark_app_valid_cancel_rollback()` after a successful start: an updated app that
 /// came up is confirmed, so the bootloader will not roll it back.
-fn confirm_running_app(ctx: &AppContext) {
-    let Some(ota) = otadata::partition(&ctx.table).cloned() else {
-        return;
-    };
-    let Ok(bytes) = ctx.flash_read(u64::from(ota.offset), 2 * otadata::SECTOR) else {
-        return;
-    };
-    let entries = otadata::read(&bytes);
-    if let Some((index, mut entry)) = otadata::active(&entries)
-        && entry.state == OtaState::PendingVerify
-    {
-        entry.state = OtaState::Valid;
-        let at = u64::from(ota.offset) + (index * otadata::SECTOR) as u64;
-        if ctx.flash_write(at, &entry.to_bytes()).is_ok() {
-            ctx.log(
-                LogLevel::Info,
-                "at",
-                "OTA image confirmed: rollback cancelled",
-            );
-        }
+fn confirm_running_app(ctx: &AppContext, (at, mut entry): (u64, OtaEntry)) {
+    entry.state = OtaState::Valid;
+    if ctx.flash_write(at, &entry.to_bytes()).is_ok() {
+        ctx.log(
+            LogLevel::Info,
+            "at",
+            "OTA image confirmed: rollback cancelled",
+        );
     }
 }
 
@@ -330,7 +335,21 @@ impl Personality for EspAt {
         if ctx.at_write(AtEngine::ready_banner()).is_err() {
             return;
         }
-        confirm_running_app(&ctx);
+        if let Some(trial) = on_trial(&ctx) {
+            // The defect: the updated app dies before it confirms itself; the bootloader
+            // (CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE) finds it still PENDING_VERIFY on the
+            // next boot and rolls back (ESP-IDF `bootloader_support/src/bootloader_utility.c`).
+            if ctx
+                .shared
+                .has_defect(|d| *d == Defect::CrashBeforeConfirm)
+                .is_some()
+            {
+                ctx.log_raw(super::mqtt_client::crash_dump().as_bytes());
+                ctx.restart();
+                return;
+            }
+            confirm_running_app(&ctx, trial);
+        }
         let mut buf = [0u8; 512];
         while !ctx.stopping() {
             if !drain(&mut ctx, &output) {

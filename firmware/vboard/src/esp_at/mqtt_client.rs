@@ -672,7 +672,7 @@ fn qos(level: u8) -> QoS {
 }
 
 /// What ESP-IDF prints when an app faults on a RISC-V/Xtensa core (esp-facts §5.7).
-fn crash_dump() -> String {
+pub(super) fn crash_dump() -> String {
     [
         "Guru Meditation Error: Core  0 panic'ed (LoadProhibited). Exception was unhandled.",
         "",
