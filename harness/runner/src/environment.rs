@@ -126,6 +126,7 @@ impl Environment {
                 SntpConfig {
                     skew_seconds: setup.sntp_offset_secs,
                     silent: !setup.sntp,
+                    ignore_first: setup.sntp_ignore_requests,
                 },
                 events.clone(),
             )

@@ -80,6 +80,9 @@ pub struct Setup {
     pub sntp: bool,
     #[serde(default)]
     pub sntp_offset_secs: i64,
+    /// The SNTP server leaves this many requests unanswered before it answers (late time).
+    #[serde(default)]
+    pub sntp_ignore_requests: u32,
     /// OTA image variant served (`valid`, `corrupt-byte`, `wrong-chip`, ...).
     pub ota_variant: Option<String>,
     /// Heap reserved on the board before the steps (low-heap scenarios).
@@ -193,6 +196,22 @@ pub struct ProvisionStep {
     /// sockets: `client_ca`/`client_cert`/`client_key`).
     #[serde(default)]
     pub set: CredentialSet,
+    /// PEM items with CRLF line endings (as Windows tools write them) instead of LF.
+    #[serde(default)]
+    pub crlf: bool,
+    /// The CA item as a PEM bundle of these lab roots, in this order (`root`,
+    /// `unrelated-root`): a root rotation ships the old and the new root together.
+    /// Default: the lab's root alone.
+    #[serde(default)]
+    pub ca: Vec<CaName>,
+}
+
+/// A root of the lab's PKI, by its name in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaName {
+    Root,
+    UnrelatedRoot,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

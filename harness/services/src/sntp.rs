@@ -22,6 +22,10 @@ pub struct SntpConfig {
     pub skew_seconds: i64,
     /// Never answer (requests are still recorded).
     pub silent: bool,
+    /// Leave this many requests unanswered first: a time server answering late, so the
+    /// device's retries are what gets it the time.
+    #[serde(default)]
+    pub ignore_first: u32,
 }
 
 /// What one request looked like.
@@ -60,6 +64,7 @@ impl SntpServer {
         let addr = socket.local_addr()?;
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 512];
+            let mut ignored = 0;
             loop {
                 let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
                     continue;
@@ -67,7 +72,8 @@ impl SntpServer {
                 let Some(reply) = answer(&buf[..len], config) else {
                     continue;
                 };
-                let answered = !config.silent;
+                let answered = !config.silent && ignored >= config.ignore_first;
+                ignored += 1;
                 if answered {
                     let _ = socket.send_to(&reply, peer).await;
                 }
@@ -123,6 +129,7 @@ mod tests {
             SntpConfig {
                 skew_seconds: skew,
                 silent: false,
+                ignore_first: 0,
             },
         )
         .unwrap();
@@ -142,7 +149,8 @@ mod tests {
                 &request,
                 SntpConfig {
                     skew_seconds: 0,
-                    silent: false
+                    silent: false,
+                    ignore_first: 0,
                 }
             )
             .is_none()
@@ -152,7 +160,8 @@ mod tests {
                 &request[..10],
                 SntpConfig {
                     skew_seconds: 0,
-                    silent: false
+                    silent: false,
+                    ignore_first: 0,
                 }
             )
             .is_none()

@@ -45,6 +45,7 @@ async fn reports_the_skewed_time_to_a_real_client() {
         SntpConfig {
             skew_seconds: skew,
             silent: false,
+            ignore_first: 0,
         },
         events,
     )

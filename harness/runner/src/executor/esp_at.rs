@@ -11,7 +11,7 @@ use regex::Regex;
 
 use super::steps::{ScenarioRun, StepFailure, fail};
 use crate::observe;
-use crate::scenario::{AtStorage, CredentialSet, Encoding, Port, ProvisionStep};
+use crate::scenario::{AtStorage, CaName, CredentialSet, Encoding, Port, ProvisionStep};
 
 impl ScenarioRun<'_> {
     /// Writes the device profile's CA, certificate chain and key into the board as a
@@ -34,11 +34,43 @@ impl ScenarioRun<'_> {
             Encoding::Der => (&root.der, &profile.files.cert.der, &profile.files.key.der),
         };
         let read = |p: &Path| std::fs::read(pki.path(p)).map_err(|e| error(&e));
-        let items = [
-            (ItemType::Ca, "ca", read(ca)?),
+        let ca = match (step.ca.as_slice(), step.encoding) {
+            ([], _) => read(ca)?,
+            // mbedtls_x509_crt_parse takes every certificate of a PEM buffer.
+            (roots, Encoding::Pem) => {
+                let authorities = &pki.manifest.authorities;
+                let mut bundle = Vec::new();
+                for root in roots {
+                    let entry = match root {
+                        CaName::Root => &authorities.root,
+                        CaName::UnrelatedRoot => &authorities.unrelated_root,
+                    };
+                    bundle.extend(read(&entry.cert.pem)?);
+                }
+                bundle
+            }
+            (_, Encoding::Der) => {
+                return Err(StepFailure::Error(
+                    "provision: a CA bundle (`ca`) needs PEM: a DER item holds one certificate"
+                        .into(),
+                ));
+            }
+        };
+        let mut items = [
+            (ItemType::Ca, "ca", ca),
             (ItemType::Cert, "cert", read(cert)?),
             (ItemType::Key, "key", read(key)?),
         ];
+        if step.crlf {
+            if step.encoding == Encoding::Der {
+                return Err(StepFailure::Error(
+                    "provision: `crlf` changes PEM line endings; DER has none".into(),
+                ));
+            }
+            for (_, _, content) in &mut items {
+                *content = crlf(content);
+            }
+        }
         let ok = Regex::new(r"^(OK|ERROR)$").map_err(|e| error(&e))?;
         let prefix = step.set.prefix();
         for (kind, suffix, content) in items {
@@ -107,5 +139,26 @@ impl ScenarioRun<'_> {
             Some(_) => Err(fail(format!("{line} answered ERROR"), Vec::new())),
             None => Ok(()),
         }
+    }
+}
+
+/// LF line endings as CRLF (existing CRLFs kept).
+fn crlf(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 32);
+    for (i, &byte) in text.iter().enumerate() {
+        if byte == b'\n' && (i == 0 || text[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(byte);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crlf_turns_every_lf_into_crlf_once() {
+        assert_eq!(super::crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert_eq!(super::crlf(b"\n"), b"\r\n");
     }
 }

@@ -170,6 +170,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let sntp_config = SntpConfig {
         skew_seconds: args.sntp_skew,
         silent: false,
+        ignore_first: 0,
     };
     let sntp = SntpServer::start(
         SocketAddr::new(args.bind, args.sntp_port),
