@@ -79,6 +79,7 @@ async fn a_silent_server_records_but_never_answers() {
         SntpConfig {
             skew_seconds: 0,
             silent: true,
+            ignore_first: 0,
         },
         events,
     )
@@ -100,4 +101,44 @@ async fn a_silent_server_records_but_never_answers() {
         .unwrap()
         .unwrap();
     assert!(matches!(event.kind, EventKind::Sntp(r) if !r.answered));
+}
+
+/// A late server: the first requests are recorded unanswered, the next one is answered.
+#[tokio::test]
+async fn a_late_server_answers_after_the_requests_it_ignores() {
+    let events = EventBus::default();
+    let mut receiver = events.subscribe();
+    let server = SntpServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SntpConfig {
+            skew_seconds: 0,
+            silent: false,
+            ignore_first: 2,
+        },
+        events,
+    )
+    .await
+    .unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut request = [0u8; 48];
+    request[0] = 0x23; // version 4, mode 3 (client)
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        socket.send_to(&request, server.addr).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let EventKind::Sntp(record) = event.kind else {
+            panic!("not an SNTP event: {event:?}");
+        };
+        answered.push(record.answered);
+    }
+    assert_eq!(answered, [false, false, true]);
+    let mut reply = [0u8; 48];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((n, reply[0] & 0x07), (48, 4));
 }
