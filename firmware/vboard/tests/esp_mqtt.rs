@@ -6,19 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use esp_formats::image::{self, AppSpec};
-use esp_formats::{Chip, partition};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, PubRel, Publish,
 };
-use sparring_vboard::board::{Board, BoardConfig, Control};
-use sparring_vboard::flash::Flash;
+use sparring_vboard::board::{Board, Control};
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
 
 const SCALE: u32 = 20;
@@ -26,24 +25,7 @@ const SCALE: u32 = 20;
 /// A booted ESP-AT board on the lab's access point with `broker.test` → loopback, running
 /// `SCALE` times faster, and its AT port.
 fn board(dir: &std::path::Path, defects: Vec<Defect>) -> (Board, At) {
-    let chip = Chip::Esp32C3;
-    let path = dir.join("flash.bin");
-    let mut flash = Flash::open(&path, 4 << 20).unwrap();
-    flash.write(0, &image::build_bootloader(chip)).unwrap();
-    let layout = partition::esp_at_layout(chip, Default::default()).main;
-    flash
-        .write(
-            u64::from(partition::TABLE_OFFSET),
-            &layout.to_bytes().unwrap(),
-        )
-        .unwrap();
-    let ota_0 = layout.find("ota_0").unwrap().offset;
-    let app = image::build_app(&AppSpec::new(chip, "esp-at", "v2.4.0.0")).unwrap();
-    flash.write(u64::from(ota_0), &app).unwrap();
-    drop(flash);
-    let mut config = BoardConfig::new(chip, path, dir.to_owned());
-    config.download = true;
-    let board = Board::start(config).unwrap();
+    let board = common::flashed_board(dir, "esp-at", "v2.4.0.0", true);
     let network = NetworkConfig {
         access_points: vec![AccessPoint {
             ssid: "lab".into(),
@@ -199,6 +181,16 @@ impl Peer {
     }
 }
 
+/// A board connected (reconnect on) to a scripted broker that accepted it.
+fn session(dir: &std::path::Path, defects: Vec<Defect>) -> (Board, At, Peer) {
+    let (board, mut at) = board(dir, defects);
+    let (listener, port) = listener();
+    connect(&mut at, port, 1);
+    let (peer, _, _) = Peer::accept(&listener, Duration::from_secs(5)).unwrap();
+    read_until(&mut at, "OK");
+    (board, at, peer)
+}
+
 fn listener() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -268,11 +260,7 @@ fn the_no_backoff_defect_reconnects_at_once() {
 #[test]
 fn an_unacknowledged_qos1_publish_is_retransmitted_with_dup() {
     let dir = tempfile::tempdir().unwrap();
-    let (_board, mut at) = board(dir.path(), vec![]);
-    let (listener, port) = listener();
-    connect(&mut at, port, 1);
-    let (mut peer, _, _) = Peer::accept(&listener, Duration::from_secs(5)).unwrap();
-    read_until(&mut at, "OK");
+    let (_board, mut at, mut peer) = session(dir.path(), vec![]);
     at.write_all(b"AT+MQTTPUB=0,\"t\",\"hello\",1,0\r\n")
         .unwrap();
     let Some(Packet::Publish(first)) = peer.next(Duration::from_secs(2)) else {
@@ -293,11 +281,7 @@ fn an_unacknowledged_qos1_publish_is_retransmitted_with_dup() {
 #[test]
 fn the_no_retransmit_defect_sends_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (_board, mut at) = board(dir.path(), vec![Defect::NoRetransmit]);
-    let (listener, port) = listener();
-    connect(&mut at, port, 1);
-    let (mut peer, _, _) = Peer::accept(&listener, Duration::from_secs(5)).unwrap();
-    read_until(&mut at, "OK");
+    let (_board, mut at, mut peer) = session(dir.path(), vec![Defect::NoRetransmit]);
     at.write_all(b"AT+MQTTPUB=0,\"t\",\"hello\",1,0\r\n")
         .unwrap();
     assert!(matches!(
@@ -312,11 +296,7 @@ fn the_no_retransmit_defect_sends_once() {
 #[test]
 fn qos2_completes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let (_board, mut at) = board(dir.path(), vec![]);
-    let (listener, port) = listener();
-    connect(&mut at, port, 1);
-    let (mut peer, _, _) = Peer::accept(&listener, Duration::from_secs(5)).unwrap();
-    read_until(&mut at, "OK");
+    let (_board, mut at, mut peer) = session(dir.path(), vec![]);
     at.write_all(b"AT+MQTTPUB=0,\"t\",\"two\",2,0\r\n").unwrap();
     let Some(Packet::Publish(p)) = peer.next(Duration::from_secs(2)) else {
         panic!("no PUBLISH");

@@ -3,45 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use esp_formats::image::{self, AppSpec};
-use esp_formats::{Chip, partition};
-use sparring_vboard::board::{Board, BoardConfig, Control, Mode, send_control};
-use sparring_vboard::flash::Flash;
+use esp_formats::Chip;
+use sparring_vboard::board::{Board, Control, Mode, send_control};
 use sparring_vboard::personality::{Defect, boot_free_heap};
-
-/// A C3 board holding bootloader, ESP-AT partition table and the app `project` `version` in
-/// ota_0. `download`: it starts in the ROM loader and boots only when reset.
-fn flashed_board(dir: &std::path::Path, project: &str, version: &str, download: bool) -> Board {
-    let chip = Chip::Esp32C3;
-    let path = dir.join("flash.bin");
-    let mut flash = Flash::open(&path, 4 << 20).unwrap();
-    flash.write(0, &image::build_bootloader(chip)).unwrap();
-    let layout = partition::esp_at_layout(chip, Default::default()).main;
-    flash
-        .write(
-            u64::from(partition::TABLE_OFFSET),
-            &layout.to_bytes().unwrap(),
-        )
-        .unwrap();
-    let ota_0 = layout.find("ota_0").unwrap().offset;
-    flash
-        .write(
-            u64::from(ota_0),
-            &image::build_app(&AppSpec::new(chip, project, version)).unwrap(),
-        )
-        .unwrap();
-    drop(flash);
-    let mut config = BoardConfig::new(chip, path, dir.to_owned());
-    config.download = download;
-    Board::start(config).unwrap()
-}
 
 /// A board running ESP-AT v2.4.0.0, booted until `ready`, and its AT port.
 fn booted_esp_at(dir: &std::path::Path) -> (Board, serialport::TTYPort) {
-    let board = flashed_board(dir, "esp-at", "v2.4.0.0", true);
+    let board = common::flashed_board(dir, "esp-at", "v2.4.0.0", true);
     let mut uart1 = serialport::new(board.info.uart1.to_string_lossy(), 115_200)
         .timeout(Duration::from_millis(100))
         .open_native()
@@ -72,7 +45,7 @@ fn read_until(port: &mut dyn Read, needle: &str, count: usize) -> String {
 #[test]
 fn generic_personality_runs_and_control_hooks_reach_the_board() {
     let dir = tempfile::tempdir().unwrap();
-    let board = flashed_board(dir.path(), "gadget", "v7", false);
+    let board = common::flashed_board(dir.path(), "gadget", "v7", false);
     let mut uart0 = serialport::new(board.info.uart0.to_string_lossy(), 115_200)
         .timeout(Duration::from_millis(100))
         .open_native()

@@ -35,22 +35,30 @@ fn ntplib_offset(port: u16) -> Option<Result<f64, String>> {
     )
 }
 
+/// A server on loopback and the receiver of its events.
+async fn start(
+    config: SntpConfig,
+) -> (
+    SntpServer,
+    tokio::sync::broadcast::Receiver<sparring_services::Event>,
+) {
+    let events = EventBus::default();
+    let receiver = events.subscribe();
+    let server = SntpServer::start("127.0.0.1:0".parse().unwrap(), config, events)
+        .await
+        .unwrap();
+    (server, receiver)
+}
+
 #[tokio::test]
 async fn reports_the_skewed_time_to_a_real_client() {
-    let events = EventBus::default();
-    let mut receiver = events.subscribe();
     let skew = 2 * 365 * 86_400;
-    let server = SntpServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SntpConfig {
-            skew_seconds: skew,
-            silent: false,
-            ignore_first: 0,
-        },
-        events,
-    )
-    .await
-    .unwrap();
+    let (server, mut receiver) = start(SntpConfig {
+        skew_seconds: skew,
+        silent: false,
+        ignore_first: 0,
+    })
+    .await;
     let port = server.addr.port();
     let Some(offset) = tokio::task::spawn_blocking(move || ntplib_offset(port))
         .await
@@ -72,19 +80,12 @@ async fn reports_the_skewed_time_to_a_real_client() {
 
 #[tokio::test]
 async fn a_silent_server_records_but_never_answers() {
-    let events = EventBus::default();
-    let mut receiver = events.subscribe();
-    let server = SntpServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SntpConfig {
-            skew_seconds: 0,
-            silent: true,
-            ignore_first: 0,
-        },
-        events,
-    )
-    .await
-    .unwrap();
+    let (server, mut receiver) = start(SntpConfig {
+        skew_seconds: 0,
+        silent: true,
+        ignore_first: 0,
+    })
+    .await;
     let port = server.addr.port();
     let Some(result) = tokio::task::spawn_blocking(move || ntplib_offset(port))
         .await
@@ -106,19 +107,12 @@ async fn a_silent_server_records_but_never_answers() {
 /// A late server: the first requests are recorded unanswered, the next one is answered.
 #[tokio::test]
 async fn a_late_server_answers_after_the_requests_it_ignores() {
-    let events = EventBus::default();
-    let mut receiver = events.subscribe();
-    let server = SntpServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        SntpConfig {
-            skew_seconds: 0,
-            silent: false,
-            ignore_first: 2,
-        },
-        events,
-    )
-    .await
-    .unwrap();
+    let (server, mut receiver) = start(SntpConfig {
+        skew_seconds: 0,
+        silent: false,
+        ignore_first: 2,
+    })
+    .await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut request = [0u8; 48];
     request[0] = 0x23; // version 4, mode 3 (client)

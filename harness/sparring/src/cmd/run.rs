@@ -56,7 +56,8 @@ pub struct Args {
     update_snapshots: bool,
     /// Turn a defect switch on in the virtual firmware for the whole run, to prove the suite
     /// catches bad firmware: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait,
-    /// leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback.
+    /// leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback,
+    /// no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm.
     #[arg(long = "defect", value_parser = parse_defect)]
     defects: Vec<String>,
 }
