@@ -345,9 +345,11 @@ fn keepalive_pings_at_half_and_disconnects_at_one_interval() {
     );
     assert_eq!(peer.next(interval), Some(Packet::PingReq));
     let closed = peer.closed(interval * 2).unwrap();
+    // One keep-alive after CONNACK; a client pinging only after a whole keep-alive would close
+    // after two (slack below that for a loaded CI machine).
     let after = closed - connected;
     assert!(
-        after >= interval && after < interval * 3 / 2,
+        after >= interval && after < interval * 7 / 4,
         "closed {after:?} after CONNACK"
     );
 

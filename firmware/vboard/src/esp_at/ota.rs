@@ -15,7 +15,9 @@ use super::costs;
 use super::tls::{self, Credentials, Transport};
 use crate::personality::{AppContext, Defect, LogLevel};
 
-const REDIRECT_LIMIT: usize = 5;
+/// esp_http_client's `max_redirection_count` default (`DEFAULT_MAX_REDIRECT`, 10), which
+/// `esp_https_ota` leaves as it is (ESP-IDF `components/esp_http_client/esp_http_client.c`).
+const REDIRECT_LIMIT: usize = 10;
 /// esp_http_client's default network timeout.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 const HEAD_LIMIT: usize = 8192;
@@ -135,7 +137,11 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
         }
     }
     let Some(mut response) = response else {
-        log(LogLevel::Error, "HTTP_CLIENT", "Error, too many redirects");
+        log(
+            LogLevel::Error,
+            "HTTP_CLIENT",
+            &format!("Error, reach max_redirection_count count={REDIRECT_LIMIT}"),
+        );
         return Err(OtaFailed);
     };
     match response.status {
