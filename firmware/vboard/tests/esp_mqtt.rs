@@ -241,6 +241,13 @@ fn reconnects_after_esp_mqtts_fixed_wait_divided_by_the_time_scale() {
     );
 }
 
+/// The control socket's JSON form of the request the tests send.
+#[test]
+fn set_time_scale_is_a_control_request() {
+    let request: Control = serde_json::from_str(r#"{"cmd":"set_time_scale","scale":20}"#).unwrap();
+    assert_eq!(request, Control::SetTimeScale { scale: 20 });
+}
+
 /// `no-backoff` reconnects at once: the defect the reconnect scenarios catch.
 #[test]
 fn the_no_backoff_defect_reconnects_at_once() {
