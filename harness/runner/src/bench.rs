@@ -11,7 +11,7 @@ use esp_formats::image::AppDescriptor;
 
 use crate::board::{Board, BoardError};
 use crate::events::{BoardIdentity, FirmwareIdentity};
-use crate::flash::{self, FlashError, FlashOptions, Region};
+use crate::flash::{self, FlashError, FlashOptions, FlashReport, Region};
 use crate::observe::{Observations, Observed, PortReader, Sink};
 use crate::scenario::Port;
 
@@ -190,30 +190,36 @@ impl Bench {
     /// Into the ROM loader, flash through espflash, back into the app; the log port is the
     /// flasher's meanwhile.
     pub fn flash(&mut self, regions: &[Region]) -> Result<(), BenchError> {
+        self.flash_with(regions, &FlashOptions::new(self.board.chip()))?;
+        self.reset_into_app()
+    }
+
+    /// Into the ROM loader and flash with `options`; the board stays in its loader until
+    /// [`Bench::reset_into_app`].
+    pub fn flash_with(
+        &mut self,
+        regions: &[Region],
+        options: &FlashOptions,
+    ) -> Result<FlashReport, BenchError> {
         self.detach(Port::Log);
         let flashed = self
             .board
             .enter_loader()
             .map_err(BenchError::from)
             .and_then(|link| {
-                let options = FlashOptions {
-                    chip: self.board.chip(),
-                    use_stub: true,
-                    progress: false,
-                };
-                flash::flash(&link, regions, &options).map_err(|source| BenchError::Loader {
+                flash::flash(&link, regions, options).map_err(|source| BenchError::Loader {
                     board: self.identity.name.clone(),
                     source,
                 })
             });
         self.attach(Port::Log)?;
-        flashed?;
+        let report = flashed?;
         self.flashed_app = regions.iter().find_map(|r| {
             esp_formats::image::parse(&r.data)
                 .ok()
                 .and_then(|image| image.descriptor)
         });
-        self.reset_into_app()
+        Ok(report)
     }
 
     pub fn reset_into_app(&mut self) -> Result<(), BenchError> {

@@ -12,6 +12,7 @@ pub mod crash;
 pub mod environment;
 pub mod events;
 pub mod executor;
+pub mod firmware;
 pub mod flash;
 pub mod library;
 pub mod observe;

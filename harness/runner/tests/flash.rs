@@ -34,11 +34,7 @@ fn flashes_then_skips_unchanged_regions() {
             name: "app.bin".into(),
         },
     ];
-    let options = FlashOptions {
-        chip,
-        use_stub: true,
-        progress: false,
-    };
+    let options = FlashOptions::new(chip);
     let first = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
         &regions,
