@@ -18,6 +18,7 @@ fn every_subcommand_explains_itself() {
         ("check", "file:line:column"),
         ("new", "busy p..."),
         ("monitor", "Stack memory:"),
+        ("flash", "OFFSET=FILE"),
     ] {
         let output = sparring(&[subcommand, "--help"]);
         assert!(output.status.success(), "{subcommand} --help failed");

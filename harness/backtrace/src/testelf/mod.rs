@@ -53,6 +53,7 @@ struct Function<'a> {
 pub struct TestElf<'a> {
     machine: elf::Machine,
     code_sections: Vec<(&'a str, Range<u64>)>,
+    data_sections: Vec<(&'a str, u64, &'a [u8])>,
     functions: Vec<Function<'a>>,
     bare_symbols: Vec<(&'a str, Range<u64>)>,
 }
@@ -68,6 +69,7 @@ impl<'a> TestElf<'a> {
         TestElf {
             machine,
             code_sections: Vec::new(),
+            data_sections: Vec::new(),
             functions: Vec::new(),
             bare_symbols: Vec::new(),
         }
@@ -76,6 +78,13 @@ impl<'a> TestElf<'a> {
     /// An executable (SHF_EXECINSTR) section such as `.flash.text` or `.iram0.text`.
     pub fn code_section(mut self, name: &'a str, addresses: Range<u64>) -> Self {
         self.code_sections.push((name, addresses));
+        self
+    }
+
+    /// A loaded data section with these bytes, such as `.flash.appdesc` (the app descriptor
+    /// espflash and the bootloader read).
+    pub fn data_section(mut self, name: &'a str, address: u64, bytes: &'a [u8]) -> Self {
+        self.data_sections.push((name, address, bytes));
         self
     }
 
@@ -140,6 +149,16 @@ impl<'a> TestElf<'a> {
             let size = usize::try_from(addresses.end - addresses.start).expect("section size");
             section.data = SectionData::Data(vec![0; size].into());
             code_section_ids.push((section.id(), addresses.clone()));
+        }
+
+        for (name, address, bytes) in &self.data_sections {
+            let section = builder.sections.add();
+            section.name = name.as_bytes().into();
+            section.sh_type = elf::SHT_PROGBITS;
+            section.sh_flags = elf::SHF_ALLOC;
+            section.sh_addr = *address;
+            section.sh_addralign = 16;
+            section.data = SectionData::Data(bytes.to_vec().into());
         }
 
         let debug_sections = self.dwarf();
