@@ -533,7 +533,7 @@ mod tests {
     use esp_formats::flash_set::{self, FlashFile};
     use esp_formats::image::AppSpec;
     use esp_formats::partition::{Partition, SUBTYPE_FACTORY};
-    use sparring_backtrace::testelf::{Architecture, TestElf, at};
+    use sparring_backtrace::elf_builder::{Architecture, TestElf, at};
 
     const C3: Chip = Chip::Esp32C3;
 
@@ -560,6 +560,15 @@ mod tests {
 
     fn resolve_one(path: &Path) -> Result<Firmware, FirmwareError> {
         resolve(&args(&[path]), C3, &ElfCompanions::default())
+    }
+
+    /// The one-line refusal of `inputs` for an ESP32-C3, checked to contain `words`.
+    fn assert_refused(inputs: &[String], words: &str) -> String {
+        let error = resolve(inputs, C3, &ElfCompanions::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains(words) && !error.contains('\n'), "{error}");
+        error
     }
 
     /// The files laid out as `esptool merge-bin` does: each at its offset, erased in between.
@@ -604,10 +613,9 @@ mod tests {
             "extra_esptool_args": {"chip": "esp32"},
         });
         write_set(dir.path(), &esp_at_set(Chip::Esp32), IDF_ARGS, extra);
-        let error = resolve_one(dir.path()).expect_err("refused").to_string();
-        assert!(
-            error.contains("built for esp32, but the board is esp32c3"),
-            "{error}"
+        assert_refused(
+            &args(&[dir.path()]),
+            "built for esp32, but the board is esp32c3",
         );
     }
 
@@ -680,12 +688,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("notes.txt");
         std::fs::write(&path, "hello").expect("written");
-        let error = resolve_one(&path).expect_err("refused").to_string();
-        assert!(
-            error.contains("not an ESP-IDF build directory, app ELF"),
-            "{error}"
-        );
-        assert!(!error.contains('\n'), "{error}");
+        assert_refused(&args(&[&path]), "not an ESP-IDF build directory, app ELF");
 
         let app = dir.path().join("app.bin");
         std::fs::write(
@@ -693,8 +696,7 @@ mod tests {
             image::build_app(&AppSpec::new(C3, "blink", "v1")).expect("app"),
         )
         .expect("written");
-        let error = resolve_one(&app).expect_err("refused").to_string();
-        assert!(error.contains("give its offset, e.g. 0x10000="), "{error}");
+        assert_refused(&args(&[&app]), "give its offset, e.g. 0x10000=");
     }
 
     #[test]
@@ -703,18 +705,16 @@ mod tests {
         let esp32 = esp_at_set(Chip::Esp32);
         let merged_path = dir.path().join("esp32-merged.bin");
         std::fs::write(&merged_path, merged(&esp32)).expect("written");
-        let error = resolve_one(&merged_path).expect_err("refused").to_string();
-        assert!(
-            error.contains("built for esp32, but the board is esp32c3"),
-            "{error}"
+        assert_refused(
+            &args(&[&merged_path]),
+            "built for esp32, but the board is esp32c3",
         );
 
         // A flash set that does not declare its chip is refused by its images' headers.
         write_set(dir.path(), &esp32, FLASH_SET, serde_json::json!({}));
-        let error = resolve_one(dir.path()).expect_err("refused").to_string();
-        assert!(
-            error.contains("built for esp32, but the board is esp32c3"),
-            "{error}"
+        assert_refused(
+            &args(&[dir.path()]),
+            "built for esp32, but the board is esp32c3",
         );
 
         let app = dir.path().join("app.bin");
@@ -723,14 +723,8 @@ mod tests {
             image::build_app(&AppSpec::new(Chip::Esp32, "x", "1")).expect("app"),
         )
         .expect("written");
-        let pair = format!("0x10000={}", app.display());
-        let error = resolve(&[pair], C3, &ElfCompanions::default())
-            .expect_err("refused")
-            .to_string();
-        assert!(
-            error.starts_with(&format!("{}: built for esp32", app.display())),
-            "{error}"
-        );
+        let error = assert_refused(&[format!("0x10000={}", app.display())], "built for esp32");
+        assert!(error.starts_with(&app.display().to_string()), "{error}");
     }
 
     #[test]
@@ -760,12 +754,9 @@ mod tests {
             format!("0x8000={}", dir.path().join("table.bin").display()),
             format!("0x10000={}", dir.path().join("app.bin").display()),
         ];
-        let error = resolve(&pairs, C3, &ElfCompanions::default())
-            .expect_err("refused")
-            .to_string();
-        assert!(
-            error.contains("but its partition \"factory\" at 0x10000 holds 65536"),
-            "{error}"
+        assert_refused(
+            &pairs,
+            "but its partition \"factory\" at 0x10000 holds 65536",
         );
     }
 
@@ -780,16 +771,9 @@ mod tests {
         ];
         let error = resolve(&pairs, C3, &ElfCompanions::default()).expect_err("refused");
         assert!(matches!(error, FirmwareError::Overlap(..)), "{error}");
-        let error = resolve(
+        assert_refused(
             &[format!("9000={}", file.display())],
-            C3,
-            &ElfCompanions::default(),
-        )
-        .expect_err("refused")
-        .to_string();
-        assert!(
-            error.contains("expected a hex number like 0x10000"),
-            "{error}"
+            "expected a hex number like 0x10000",
         );
     }
 }

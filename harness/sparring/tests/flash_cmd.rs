@@ -12,7 +12,7 @@ use common::text;
 use common::vboard::{Lab, VboardProcess, boot_log, lock_dir, start_vboard};
 use esp_formats::Chip;
 use esp_formats::image::{self, AppSpec};
-use sparring_backtrace::testelf::{Architecture, TestElf, at};
+use sparring_backtrace::elf_builder::{Architecture, TestElf, at};
 
 const BOARD: &str = "flash-c3";
 
@@ -86,13 +86,19 @@ impl Bench {
     }
 }
 
-fn assert_flashed(output: &Output) {
-    assert_eq!(output.status.code(), Some(0), "{}", text(output));
+/// Exit 0, and output naming the input kind (`says`) and a region written.
+fn assert_flashed(output: &Output, says: &str) {
+    let said = text(output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
     assert!(
-        text(output).contains("written and verified: "),
-        "{}",
-        text(output)
+        said.contains(says) && said.contains("written and verified: "),
+        "{said}"
     );
+}
+
+fn manifest(set: &Path) -> serde_json::Value {
+    let text = std::fs::read(set.join("flash-set.json")).expect("flash-set.json");
+    serde_json::from_slice(&text).expect("flash-set.json is JSON")
 }
 
 fn assert_boots(bench: &Bench, project: &str) {
@@ -106,11 +112,11 @@ fn assert_boots(bench: &Bench, project: &str) {
 
 /// The set's files at their offsets, as `esptool merge-bin` writes them (erased in between).
 fn merge(set: &Path) -> Vec<u8> {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(set.join("flash-set.json")).expect("flash-set.json"))
-            .expect("JSON");
     let mut merged = Vec::new();
-    for (offset, file) in manifest["flash_files"].as_object().expect("flash_files") {
+    for (offset, file) in manifest(set)["flash_files"]
+        .as_object()
+        .expect("flash_files")
+    {
         let offset = usize::from_str_radix(offset.trim_start_matches("0x"), 16).expect("hex");
         let bytes = std::fs::read(set.join(file.as_str().expect("file name"))).expect("file");
         if merged.len() < offset + bytes.len() {
@@ -126,12 +132,7 @@ fn a_flash_set_flashes_through_the_inventory_board_and_boots() {
     let bench = Bench::new();
     let set = bench.flash_set("set", Chip::Esp32C3, "kind-set");
     let output = bench.flash_board(&[set.to_str().expect("utf-8 path")]);
-    assert_flashed(&output);
-    assert!(
-        text(&output).contains("flashing sparring flash set onto board flash-c3"),
-        "{}",
-        text(&output)
-    );
+    assert_flashed(&output, "flashing sparring flash set onto board flash-c3");
     assert_boots(&bench, "kind-set");
 }
 
@@ -140,7 +141,7 @@ fn a_second_identical_flash_skips_every_region() {
     let bench = Bench::new();
     let set = bench.flash_set("set", Chip::Esp32C3, "kind-again");
     let set = set.to_str().expect("utf-8 path");
-    assert_flashed(&bench.flash_board(&[set]));
+    assert_flashed(&bench.flash_board(&[set]), "flashing sparring flash set");
     let again = bench.flash_board(&[set]);
     let said = text(&again);
     assert_eq!(again.status.code(), Some(0), "{said}");
@@ -172,12 +173,7 @@ fn offset_file_pairs_flash_through_the_port() {
     .collect();
     let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
     let output = bench.flash_port(&pairs);
-    assert_flashed(&output);
-    assert!(
-        text(&output).contains("no reset lines"),
-        "{}",
-        text(&output)
-    );
+    assert_flashed(&output, "no reset lines");
     assert_boots(&bench, "kind-pairs");
 }
 
@@ -188,12 +184,7 @@ fn a_merged_binary_flashes_at_zero_and_boots() {
     let merged = bench.path("merged.bin");
     std::fs::write(&merged, merge(&set)).expect("merged written");
     let output = bench.flash_board(&[merged.to_str().expect("utf-8 path")]);
-    assert_flashed(&output);
-    assert!(
-        text(&output).contains("flashing merged binary"),
-        "{}",
-        text(&output)
-    );
+    assert_flashed(&output, "flashing merged binary");
     assert_boots(&bench, "kind-merged");
 }
 
@@ -201,10 +192,7 @@ fn a_merged_binary_flashes_at_zero_and_boots() {
 fn an_esp_idf_build_directory_flashes_and_boots() {
     let bench = Bench::new();
     let build = bench.flash_set("build", Chip::Esp32C3, "kind-idf");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(build.join("flash-set.json")).expect("flash-set.json"),
-    )
-    .expect("JSON");
+    let manifest = manifest(&build);
     std::fs::remove_file(build.join("flash-set.json")).expect("removed");
     // The keys ESP-IDF's flasher_args.json.in writes.
     let flasher_args = serde_json::json!({
@@ -216,12 +204,8 @@ fn an_esp_idf_build_directory_flashes_and_boots() {
     });
     std::fs::write(build.join("flasher_args.json"), flasher_args.to_string()).expect("written");
     let output = bench.flash_board(&[build.to_str().expect("utf-8 path")]);
-    assert_flashed(&output);
-    let said = text(&output);
-    assert!(
-        said.contains("flashing ESP-IDF build directory") && said.contains("dio 80m 4MB"),
-        "{said}"
-    );
+    assert_flashed(&output, "flashing ESP-IDF build directory");
+    assert!(text(&output).contains("dio 80m 4MB"), "{}", text(&output));
     assert_boots(&bench, "kind-idf");
 }
 
@@ -242,12 +226,7 @@ fn an_app_elf_is_made_an_image_with_espflash_bootloader_and_table_and_boots() {
     let path = bench.path("kind-elf.elf");
     std::fs::write(&path, elf).expect("ELF written");
     let output = bench.flash_port(&[path.to_str().expect("utf-8 path")]);
-    assert_flashed(&output);
-    assert!(
-        text(&output).contains("bootloader (espflash's)"),
-        "{}",
-        text(&output)
-    );
+    assert_flashed(&output, "bootloader (espflash's)");
     assert_boots(&bench, "kind-elf");
 }
 

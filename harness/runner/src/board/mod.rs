@@ -130,6 +130,10 @@ pub trait Board: Send {
     fn reset_into_app(&mut self, log: &serialport::TTYPort) -> Result<(), BoardError>;
     /// The lab equipment around the board, for the capabilities it declares.
     fn fixture(&mut self) -> Option<&mut dyn LabFixture>;
+    /// The app ELF the board runs, when known: crash excerpts are decoded with it.
+    fn elf(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Whether the board declares `capability`.
     fn has(&self, capability: Capability) -> bool {
         self.capabilities().contains(&capability)

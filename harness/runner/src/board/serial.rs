@@ -210,4 +210,8 @@ impl Board for SerialBoard {
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         None
     }
+
+    fn elf(&self) -> Option<&std::path::Path> {
+        self.entry.elf.as_deref()
+    }
 }

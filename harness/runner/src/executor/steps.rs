@@ -122,6 +122,7 @@ pub(super) fn run_scenario(
         &observed,
         setup.expect_crash,
         run.allowed_resets,
+        run.bench.board.elf(),
         &mut result,
     );
     verdict::judge_warnings(&observed, &mut result);

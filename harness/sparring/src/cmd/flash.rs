@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         stop: Some(stop.clone()),
         ..FlashOptions::new(chip)
     };
-    let report = match (&args.board, &args.port) {
+    match (&args.board, &args.port) {
         (Some(id), _) => {
             let inventory = Inventory::find(args.inventory.as_deref())?
                 .ok_or_else(|| inventory::InventoryError::NoInventory(id.clone()))?;
@@ -115,12 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(report) => report,
                 Err(e) => return failed(&e),
             };
+            let code = summarise(&report);
             if !args.no_reset && report.not_written.is_empty() {
                 bench
                     .reset_into_app()
                     .context("resetting the board into its app")?;
+                println!("reset into the app");
             }
-            report
+            Ok(code)
         }
         (None, Some(path)) => {
             let link = port_link(path)?;
@@ -136,14 +138,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(report) => report,
                 Err(e) => return failed(&e),
             };
+            let code = summarise(&report);
             if !args.no_reset && report.not_written.is_empty() {
                 reset_port(&link, path)?;
             }
-            report
+            Ok(code)
         }
         (None, None) => bail!("--board or --port is required"),
-    };
-    Ok(summarise(&report))
+    }
 }
 
 const STOPPING: &str = "Ctrl-C: finishing the region being written, then stopping";

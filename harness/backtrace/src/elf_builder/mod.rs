@@ -1,11 +1,13 @@
-//! Test support (feature `test-support`): small ESP32 app ELF files built in memory, so tests
-//! know exactly which function, file and line each address must decode to.
+//! Small ESP32 app ELF files built in memory (feature `elf-builder`), so tests know exactly
+//! which function, file and line each address must decode to, and the virtual board's
+//! firmware has an ELF that decodes the panics it prints.
 //!
 //! Each function becomes one DWARF compilation unit (DWARF 4, 32-bit addresses) with a
 //! `DW_TAG_subprogram` and a line program, plus an `STT_FUNC` symbol. Mangled names (`_Z…`,
 //! Rust's legacy `_ZN…17h…E`) are written as `DW_AT_linkage_name` in a C++ or Rust unit.
-//! Panics on misuse: this is test code.
+//! Panics on misuse (a function outside every code section): callers build from fixed tables.
 
+#[cfg(feature = "test-support")]
 pub mod fixtures;
 
 use std::ops::Range;
