@@ -761,7 +761,7 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_regions_and_bad_offsets_are_refused() {
+    fn overlapping_regions_bad_offsets_and_mixed_inputs_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("blob.bin");
         std::fs::write(&file, vec![0u8; 0x2000]).expect("written");
@@ -774,6 +774,13 @@ mod tests {
         assert_refused(
             &[format!("9000={}", file.display())],
             "expected a hex number like 0x10000",
+        );
+        assert_refused(
+            &[
+                format!("0x9000={}", file.display()),
+                file.display().to_string(),
+            ],
+            "or only offset=file pairs",
         );
     }
 }

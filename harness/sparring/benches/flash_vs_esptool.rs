@@ -37,11 +37,19 @@ fn main() {
     for run in 0..RUNS {
         change_one_byte(&mut app, run * 2);
         std::fs::write(&app_path, &app).expect("app written");
-        sparring_times.push(timed(info, sparring_flash(info, &app_path)));
+        sparring_times.push(timed(
+            info,
+            sparring_flash(info, &app_path),
+            "written and verified: ",
+        ));
         if esptool_present {
             change_one_byte(&mut app, run * 2 + 1);
             std::fs::write(&app_path, &app).expect("app written");
-            esptool_times.push(timed(info, esptool_write(info, &app_path)));
+            esptool_times.push(timed(
+                info,
+                esptool_write(info, &app_path),
+                "Hash of data verified.",
+            ));
         }
     }
     drop(vboard);
@@ -99,14 +107,15 @@ fn change_one_byte(app: &mut Vec<u8>, nth: usize) {
     image::reseal(app).expect("resealed");
 }
 
-/// Runs `command` with the board freshly in its ROM loader; panics if it fails.
-fn timed(info: &BoardInfo, mut command: Command) -> Duration {
+/// Runs `command` with the board freshly in its ROM loader; panics unless it succeeds saying
+/// `written` (the region was written and verified, not skipped).
+fn timed(info: &BoardInfo, mut command: Command, written: &str) -> Duration {
     send_control(&info.control, &Control::Download).expect("board into its loader");
     let start = Instant::now();
     let output = command.output().expect("flasher runs");
     let elapsed = start.elapsed();
     assert!(
-        output.status.success(),
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains(written),
         "{command:?}: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)

@@ -173,7 +173,12 @@ fn offset_file_pairs_flash_through_the_port() {
     .collect();
     let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
     let output = bench.flash_port(&pairs);
-    assert_flashed(&output, "no reset lines");
+    assert_flashed(&output, "flashing offset=file pairs");
+    assert!(
+        text(&output).contains("no reset lines"),
+        "{}",
+        text(&output)
+    );
     assert_boots(&bench, "kind-pairs");
 }
 

@@ -104,10 +104,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let firmware = firmware::resolve(&args.inputs, entry.chip, &companions)?;
             let board = SerialBoard::open(entry, false, &mut |_| {})?;
-            let mut bench = Bench::open(
-                Box::new(board),
-                Duration::from_millis(inventory.lab.reopen_ms),
-            )?;
+            let reopen_within = Duration::from_millis(inventory.lab.reopen_ms);
+            let mut bench = match Bench::open(Box::new(board), reopen_within) {
+                Ok(bench) => bench,
+                Err(e) => return failed(&e),
+            };
             announce(&firmware, &format!("board {id}"));
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
             let flashed = bench.flash_with(&firmware.regions, &options(entry.chip));
@@ -117,9 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let code = summarise(&report);
             if !args.no_reset && report.not_written.is_empty() {
-                bench
-                    .reset_into_app()
-                    .context("resetting the board into its app")?;
+                if let Err(e) = bench.reset_into_app() {
+                    return failed(&format!("resetting the board into its app: {e}"));
+                }
                 println!("reset into the app");
             }
             Ok(code)
@@ -139,8 +140,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Err(e) => return failed(&e),
             };
             let code = summarise(&report);
-            if !args.no_reset && report.not_written.is_empty() {
-                reset_port(&link, path)?;
+            if !args.no_reset
+                && report.not_written.is_empty()
+                && let Err(e) = reset_port(&link, path)
+            {
+                return failed(&format!("{e:#}"));
             }
             Ok(code)
         }
