@@ -223,3 +223,69 @@ fn a_board_that_breaks_gets_no_more_cells_and_the_others_run_them() {
     assert_eq!(cells.len(), results.len(), "each cell once");
     assert!(out.join("junit.xml").exists() && out.join("report.html").exists());
 }
+
+#[test]
+fn matrix_values_expand_into_cells_that_run_with_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir(&scenarios).expect("scenarios dir");
+    let valid = std::fs::read_to_string(workspace().join("scenarios/tls-valid.toml"))
+        .expect("tls-valid")
+        .replace("id = \"tls-valid\"", "id = \"tls-keys\"")
+        .replace(
+            "server_profile = \"valid\"",
+            "server_profile = \"${matrix.profile}\"",
+        )
+        .replace(
+            "[setup]",
+            "[matrix]\nprofile = [\"valid\", \"rsa-4096\"]\n\n[setup]",
+        )
+        .replace(
+            "[[steps]]\nsnapshot = { port = \"at\", name = \"at\" }\n",
+            "",
+        );
+    std::fs::write(scenarios.join("tls-keys.toml"), valid).expect("matrix scenario");
+    let ids = cell_ids(&scenarios, &[]);
+    assert_eq!(
+        ids.iter()
+            .filter(|id| id.starts_with("tls-keys[profile=rsa-4096]@"))
+            .count(),
+        3,
+        "{ids:?}"
+    );
+    let out = dir.path().join("report");
+    let output = sparring_in(dir.path())
+        .arg("run")
+        .arg(&scenarios)
+        .args(["--report"])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report = report(&out);
+    let results = report["run"]["results"].as_array().expect("results");
+    let ids: BTreeSet<&str> = results.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["tls-keys[profile=rsa-4096]", "tls-keys[profile=valid]"])
+    );
+
+    // A placeholder naming no matrix value is refused where it stands.
+    let broken = std::fs::read_to_string(scenarios.join("tls-keys.toml"))
+        .expect("matrix scenario")
+        .replace("${matrix.profile}", "${matrix.profil}");
+    std::fs::write(scenarios.join("tls-keys.toml"), broken).expect("broken scenario");
+    let output = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["run", "--list"])
+        .arg(&scenarios)
+        .output()
+        .expect("run --list");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains(
+            "tls-keys.toml:16:19: ${matrix.profil}: no such matrix value (known: profile)"
+        ),
+        "{}",
+        text(&output)
+    );
+}
