@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod board;
 pub mod capture;
+pub mod cells;
 pub mod crash;
 pub mod environment;
 pub mod events;
