@@ -5,8 +5,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::text;
 use common::vboard::{Lab, VboardProcess, boot_log, lock_dir, start_vboard};
@@ -250,4 +251,54 @@ fn an_esp32_image_is_refused_by_the_esp32c3_board_before_anything_is_written() {
     assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
     let after = std::fs::read(bench.path("flash.bin")).expect("flash file");
     assert!(before == after, "the flash file changed");
+}
+
+/// Ctrl-C once the command has begun (its first output line): no further region is started,
+/// the command says what was written and what was not, and exits 130. (The signal lands before
+/// the loader connection is up, so in practice nothing is written; a Ctrl-C in the middle of a
+/// region finishes that region the same way, through the same check between regions.)
+#[test]
+fn ctrl_c_stops_before_the_next_region_and_says_what_was_not_written() {
+    let bench = Bench::new();
+    let mut inputs = Vec::new();
+    for (i, offset) in [0x10_0000, 0x20_0000, 0x30_0000].into_iter().enumerate() {
+        let path = bench.path(&format!("data{i}.bin"));
+        // Incompressible, so each region takes a while to write.
+        let mut state = 0x2545_F491_4F6C_DD1D_u64 + i as u64;
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(&path, data).expect("data written");
+        inputs.push(format!("0x{offset:x}={}", path.display()));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["flash", "--chip", "esp32c3", "--port"])
+        .arg(&bench.board.info.uart0)
+        .args(&inputs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sparring flash starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("the first line");
+    assert!(first.starts_with("flashing offset=file pairs"), "{first}");
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupt.success());
+    let output = child.wait_with_output().expect("sparring flash ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped by Ctrl-C: written "), "{stderr}");
+    assert!(
+        stderr.contains("not written ") && stderr.contains("data2.bin"),
+        "{stderr}"
+    );
 }

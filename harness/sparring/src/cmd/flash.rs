@@ -109,8 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(bench) => bench,
                 Err(e) => return failed(&e),
             };
-            announce(&firmware, &format!("board {id}"));
+            // The handler is in place before the first line: a Ctrl-C after it is never lost.
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
+            announce(&firmware, &format!("board {id}"));
             let flashed = bench.flash_with(&firmware.regions, &options(entry.chip));
             let report = match flashed {
                 Ok(report) => report,
@@ -133,8 +134,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 None => detected_chip(&link)?,
             };
             let firmware = firmware::resolve(&args.inputs, chip, &companions)?;
-            announce(&firmware, &path.display().to_string());
+            // The handler is in place before the first line: a Ctrl-C after it is never lost.
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
+            announce(&firmware, &path.display().to_string());
             let report = match flash::flash(&link, &firmware.regions, &options(chip)) {
                 Ok(report) => report,
                 Err(e) => return failed(&e),
