@@ -86,6 +86,8 @@ pub struct BoardEntry {
     pub at: Option<PortSelector>,
     pub reset: ResetMethod,
     pub firmware: FirmwareKind,
+    /// The app ELF the board runs, to decode its panics in reports.
+    pub elf: Option<PathBuf>,
     /// `file:line` of the entry, for messages.
     pub origin: String,
 }
@@ -156,6 +158,7 @@ struct BoardFile {
     reset: Option<Spanned<ResetFile>>,
     #[serde(default)]
     firmware: FirmwareKind,
+    elf: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +327,20 @@ impl Inventory {
                     }
                 }
             };
+            // Relative to the inventory, as the file's other paths are read by its author.
+            let elf = match board.elf {
+                Some(elf) => {
+                    let resolved = path.parent().unwrap_or(Path::new(".")).join(elf.get_ref());
+                    if !resolved.is_file() {
+                        return Err(invalid(
+                            elf.span().start,
+                            format!("elf {:?}: no such file", resolved.display().to_string()),
+                        ));
+                    }
+                    Some(resolved)
+                }
+                None => None,
+            };
             let (line, _) = line_column(text, start);
             boards.push(BoardEntry {
                 id,
@@ -332,6 +349,7 @@ impl Inventory {
                 at,
                 reset,
                 firmware: board.firmware,
+                elf,
                 origin: format!("{}:{line}", path.display()),
             });
         }
@@ -572,5 +590,26 @@ mod tests {
             ..by_ids.clone()
         };
         assert!(!wrong_serial.matches(&usb));
+    }
+
+    #[test]
+    fn an_elf_is_found_next_to_the_inventory_or_refused_with_its_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("app.elf"), b"\x7fELF").expect("written");
+        let inventory = dir.path().join("boards.toml");
+        let entry = |elf: &str| {
+            format!(
+                "[[board]]\nid = \"desk\"\nchip = \"esp32c3\"\nlog_port = \"/dev/null\"\nelf = \"{elf}\"\n"
+            )
+        };
+        let parsed = Inventory::parse(&inventory, &entry("app.elf")).expect("valid");
+        assert_eq!(parsed.boards[0].elf, Some(dir.path().join("app.elf")));
+
+        let error = Inventory::parse(&inventory, &entry("build/gone.elf"))
+            .expect_err("refused")
+            .to_string();
+        let expected = format!("{}:5:7: elf ", inventory.display());
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(error.ends_with("gone.elf\": no such file"), "{error}");
     }
 }
