@@ -85,6 +85,7 @@ impl LoaderLink {
             manufacturer: None,
             product: None,
             location: None,
+            interface: None,
         };
         LoaderLink { path, usb, before }
     }
