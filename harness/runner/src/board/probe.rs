@@ -19,8 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use probe_rs::config::{Registry, RegistryError};
 use probe_rs::flashing::{DownloadOptions, FileDownloadError, FlashError, FlashProgress};
 use probe_rs::flashing::{ProgressEvent, image_format};
-use probe_rs::probe::list::Lister;
-use probe_rs::probe::{DebugProbeError, DebugProbeInfo, DebugProbeSelector, Probe};
+use probe_rs::probe::{DebugProbeError, DebugProbeSelector, Probe};
 use probe_rs::rtt::{Rtt, ScanRegion};
 use probe_rs::{Permissions, Session};
 
@@ -30,6 +29,10 @@ use super::{Board, BoardError, Capability, FirmwareKind, LabFixture};
 use crate::flash::{LoaderLink, Region};
 use crate::observe::Sink;
 use crate::scenario::Port;
+
+// What callers need to list and pick probes, without depending on probe-rs themselves.
+pub use probe_rs::probe::DebugProbeInfo;
+pub use probe_rs::probe::list::Lister;
 
 /// How long the RTT reader waits after a poll that found nothing: RTT is a buffer in the
 /// target's RAM, not an event source, so it is polled; 10 ms keeps a 1 KiB channel from
@@ -170,10 +173,13 @@ pub fn selector_text(info: &DebugProbeInfo) -> String {
     )
 }
 
-/// Opens the one probe `selector` matches; none or several is an error naming what was found.
-pub fn open_probe(lister: &Lister, selector: &DebugProbeSelector) -> Result<Probe, ProbeError> {
+/// The one probe among `lister`'s that `selector` matches; none or several is an error naming
+/// what was found.
+pub fn find_probe(
+    lister: &Lister,
+    selector: &DebugProbeSelector,
+) -> Result<DebugProbeInfo, ProbeError> {
     register_espressif();
-    let shown = selector.to_string();
     let describe = |probes: &[DebugProbeInfo]| {
         if probes.is_empty() {
             return "no debug probes".to_owned();
@@ -184,24 +190,30 @@ pub fn open_probe(lister: &Lister, selector: &DebugProbeSelector) -> Result<Prob
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let matching = lister.list(Some(selector));
+    let mut matching = lister.list(Some(selector));
     match matching.len() {
         0 => Err(ProbeError::NoProbe {
-            selector: shown,
+            selector: selector.to_string(),
             found: describe(&lister.list_all()),
         }),
-        1 => lister
-            .open(selector.clone())
-            .map_err(|source| ProbeError::Open {
-                selector: shown,
-                source,
-            }),
+        1 => Ok(matching.remove(0)),
         count => Err(ProbeError::Ambiguous {
-            selector: shown,
+            selector: selector.to_string(),
             count,
             found: describe(&matching),
         }),
     }
+}
+
+/// Opens the one probe `selector` matches (see [`find_probe`]).
+pub fn open_probe(lister: &Lister, selector: &DebugProbeSelector) -> Result<Probe, ProbeError> {
+    find_probe(lister, selector)?;
+    lister
+        .open(selector.clone())
+        .map_err(|source| ProbeError::Open {
+            selector: selector.to_string(),
+            source,
+        })
 }
 
 /// What flashing does besides writing.
