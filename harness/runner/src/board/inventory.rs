@@ -295,14 +295,11 @@ impl Inventory {
                 probe_boards.push(entry);
                 continue;
             }
-            let probe_keys: Vec<&str> = [
+            let probe_keys = given_keys([
                 ("target", board.target.is_some()),
                 ("log", board.log.is_some()),
                 ("elf", board.elf.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(key, given)| given.then_some(key))
-            .collect();
+            ]);
             if !probe_keys.is_empty() {
                 return Err(invalid(
                     start,
@@ -438,17 +435,14 @@ fn probe_entry(
     board: BoardFile,
 ) -> Result<ProbeEntry, (usize, String)> {
     // Each of these finds, resets or names a serial board; a probe board has its own.
-    let serial_keys: Vec<&str> = [
+    let serial_keys = given_keys([
         ("chip (the target names the chip)", board.chip.is_some()),
         ("usb", board.usb.is_some()),
         ("mac", board.mac.is_some()),
         ("reset (the probe resets the board)", board.reset.is_some()),
         ("at_port", board.at_port.is_some()),
         ("at_usb", board.at_usb.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, given)| given.then_some(key))
-    .collect();
+    ]);
     if !serial_keys.is_empty() {
         return Err((
             start,
@@ -510,6 +504,13 @@ fn probe_entry(
         firmware: board.firmware,
         origin: format!("{}:{line}", path.display()),
     })
+}
+
+/// The keys of `keys` that the entry gives.
+fn given_keys<const N: usize>(keys: [(&'static str, bool); N]) -> Vec<&'static str> {
+    keys.into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+        .collect()
 }
 
 fn check_usb(usb: UsbMatch) -> Result<UsbMatch, String> {

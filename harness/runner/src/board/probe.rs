@@ -614,16 +614,24 @@ mod tests {
         }
     }
 
-    /// Probes "attached" to this machine: each opens as probe-rs's mocked ARM core.
+    /// Probes "attached" to this machine: each opens as probe-rs's mocked ARM core, whose
+    /// memory reads come from `memory`'s loadable segments when given (zeros otherwise).
     #[derive(Debug)]
-    struct FakeLister(Vec<DebugProbeInfo>);
+    struct FakeLister {
+        probes: Vec<DebugProbeInfo>,
+        memory: Option<PathBuf>,
+    }
 
     impl ProbeLister for FakeLister {
-        fn open(&self, selector: &DebugProbeSelector) -> Result<Probe, DebugProbeError> {
-            FakeDriver.open(selector).map(Probe::from_specific_probe)
+        fn open(&self, _: &DebugProbeSelector) -> Result<Probe, DebugProbeError> {
+            let core = match &self.memory {
+                Some(elf) => FakeProbe::with_mocked_core_and_binary(elf),
+                None => FakeProbe::with_mocked_core(),
+            };
+            Ok(Probe::from_specific_probe(Box::new(core)))
         }
         fn list_with_access(&self, selector: Option<&DebugProbeSelector>) -> Vec<ProbeListItem> {
-            self.0
+            self.probes
                 .iter()
                 .filter(|info| selector.is_none_or(|s| s.matches_probe(info)))
                 .cloned()
@@ -633,6 +641,10 @@ mod tests {
     }
 
     fn lister(serials: &[&str]) -> Lister {
+        lister_with_memory(serials, None)
+    }
+
+    fn lister_with_memory(serials: &[&str], memory: Option<PathBuf>) -> Lister {
         let probes = serials
             .iter()
             .map(|serial| {
@@ -647,7 +659,7 @@ mod tests {
                 )
             })
             .collect();
-        Lister::with_lister(Box::new(FakeLister(probes)))
+        Lister::with_lister(Box::new(FakeLister { probes, memory }))
     }
 
     fn selector(text: &str) -> DebugProbeSelector {
@@ -659,20 +671,29 @@ mod tests {
     const RAM: u64 = 0x2000_0000;
     const TARGET: &str = "STM32F411RETx";
 
-    /// A minimal executable ARM ELF: `code` in `.text` at `address` (one PT_LOAD segment) and,
-    /// when `rtt` is given, a `_SEGGER_RTT` symbol there in a `.bss` section.
-    fn arm_elf(address: u64, code: &[u8], rtt: Option<u64>) -> Vec<u8> {
+    /// A minimal executable ARM ELF: one PT_LOAD segment per `(address, bytes)`, the first as
+    /// `.text`, the others as `.data` (probe-rs's mocked core serves only segments holding a
+    /// section), and, when `rtt` is given, a `_SEGGER_RTT` symbol there in a `.bss` section.
+    fn arm_elf(segments: &[(u64, &[u8])], rtt: Option<u64>) -> Vec<u8> {
         use object::elf;
         use object::write::elf::{FileHeader, ProgramHeader, SectionHeader, Sym, Writer};
         const RTT_BLOCK_SIZE: u64 = 168;
+        let (text_address, code) = segments[0];
         let mut out = Vec::new();
         let mut writer = Writer::new(object::Endianness::Little, false, &mut out);
         writer.reserve_file_header();
-        writer.reserve_program_headers(1);
-        let code_offset = writer.reserve(code.len() as u64, 4);
+        writer.reserve_program_headers(u32::try_from(segments.len()).expect("few segments"));
+        let offsets: Vec<u64> = segments
+            .iter()
+            .map(|(_, bytes)| writer.reserve(bytes.len() as u64, 4))
+            .collect();
         writer.reserve_null_section_index();
         let text_name = writer.add_section_name(b".text");
         writer.reserve_section_index();
+        let data_name = writer.add_section_name(b".data");
+        for _ in &segments[1..] {
+            writer.reserve_section_index();
+        }
         let bss = rtt.map(|_| {
             let name = writer.add_section_name(b".bss");
             (name, writer.reserve_section_index())
@@ -697,23 +718,27 @@ mod tests {
                 e_type: elf::ET_EXEC,
                 e_machine: elf::EM_ARM,
                 // Thumb entry point, as Cortex-M code has.
-                e_entry: address | 1,
+                e_entry: text_address | 1,
                 e_flags: elf::FileFlags(0x0500_0000),
             })
             .expect("file header written");
         writer.write_align_program_headers();
-        writer.write_program_header(&ProgramHeader {
-            p_type: elf::PT_LOAD,
-            p_flags: elf::ProgramFlags(elf::PF_R.0 | elf::PF_X.0),
-            p_offset: code_offset,
-            p_vaddr: address,
-            p_paddr: address,
-            p_filesz: code.len() as u64,
-            p_memsz: code.len() as u64,
-            p_align: 4,
-        });
-        writer.write_align(4);
-        writer.write(code);
+        for ((address, bytes), offset) in segments.iter().zip(&offsets) {
+            writer.write_program_header(&ProgramHeader {
+                p_type: elf::PT_LOAD,
+                p_flags: elf::ProgramFlags(elf::PF_R.0 | elf::PF_X.0),
+                p_offset: *offset,
+                p_vaddr: *address,
+                p_paddr: *address,
+                p_filesz: bytes.len() as u64,
+                p_memsz: bytes.len() as u64,
+                p_align: 4,
+            });
+        }
+        for (_, bytes) in segments {
+            writer.write_align(4);
+            writer.write(bytes);
+        }
         writer.write_null_symbol();
         if let (Some((_, index)), Some(address)) = (bss, rtt) {
             writer.write_symbol(&Sym {
@@ -733,12 +758,24 @@ mod tests {
             sh_name: writer.section_name_offset(Some(text_name)),
             sh_type: elf::SHT_PROGBITS,
             sh_flags: elf::SectionFlags(elf::SHF_ALLOC.0 | elf::SHF_EXECINSTR.0),
-            sh_addr: address,
-            sh_offset: code_offset,
+            sh_addr: text_address,
+            sh_offset: offsets[0],
             sh_size: code.len() as u64,
             sh_addralign: 4,
             ..Default::default()
         });
+        for ((address, bytes), offset) in segments.iter().zip(&offsets).skip(1) {
+            writer.write_section_header(&SectionHeader {
+                sh_name: writer.section_name_offset(Some(data_name)),
+                sh_type: elf::SHT_PROGBITS,
+                sh_flags: elf::SectionFlags(elf::SHF_ALLOC.0 | elf::SHF_WRITE.0),
+                sh_addr: *address,
+                sh_offset: *offset,
+                sh_size: bytes.len() as u64,
+                sh_addralign: 4,
+                ..Default::default()
+            });
+        }
         if let (Some((name, _)), Some(address)) = (bss, rtt) {
             writer.write_section_header(&SectionHeader {
                 sh_name: writer.section_name_offset(Some(name)),
@@ -754,6 +791,30 @@ mod tests {
         writer.write_strtab_section_header();
         writer.write_shstrtab_section_header();
         out
+    }
+
+    /// RAM as the firmware leaves it once RTT is up: the control block at `at` with one up
+    /// channel (SEGGER's layout, 32-bit) whose buffer, right after it, holds `text` unread.
+    fn rtt_memory(at: u64, text: &[u8]) -> Vec<u8> {
+        const HEADER: usize = 16 + 4 + 4;
+        const CHANNEL: usize = 6 * 4;
+        const BUFFER: usize = 256;
+        let buffer_at = at + (HEADER + CHANNEL) as u64;
+        let word = |value: u64| u32::try_from(value).expect("32-bit").to_le_bytes();
+        let mut memory = Vec::new();
+        memory.extend_from_slice(b"SEGGER RTT\0\0\0\0\0\0");
+        memory.extend_from_slice(&word(1)); // up channels
+        memory.extend_from_slice(&word(0)); // down channels
+        memory.extend_from_slice(&word(0)); // name: none
+        memory.extend_from_slice(&word(buffer_at));
+        memory.extend_from_slice(&word(BUFFER as u64));
+        memory.extend_from_slice(&word(text.len() as u64)); // write offset
+        memory.extend_from_slice(&word(0)); // read offset
+        memory.extend_from_slice(&word(0)); // flags
+        memory.extend_from_slice(text);
+        // The fake core reads a segment's bytes short of its very end: pad past the buffer.
+        memory.resize(HEADER + CHANNEL + BUFFER + 16, 0);
+        memory
     }
 
     fn elf_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -816,14 +877,18 @@ mod tests {
             .expect("the mocked core attaches as an STM32F411");
         // A vector table's worth of bytes: initial SP, then the reset vector.
         let code: Vec<u8> = (0u8..64).collect();
-        let in_flash = elf_file(dir.path(), "in-flash.elf", &arm_elf(FLASH, &code, None));
+        let in_flash = elf_file(
+            dir.path(),
+            "in-flash.elf",
+            &arm_elf(&[(FLASH, &code)], None),
+        );
         probe
             .flash_elf(&in_flash, dry_run())
             .expect("an ELF at the flash address is accepted");
         let nowhere = elf_file(
             dir.path(),
             "nowhere.elf",
-            &arm_elf(0x9000_0000, &code, None),
+            &arm_elf(&[(0x9000_0000, &code)], None),
         );
         let error = probe
             .flash_elf(&nowhere, dry_run())
@@ -854,10 +919,48 @@ mod tests {
 
     #[test]
     fn the_rtt_control_block_is_found_through_the_segger_symbol() {
-        let with = arm_elf(FLASH, &[0; 16], Some(RAM + 0x100));
+        let with = arm_elf(&[(FLASH, &[0; 16])], Some(RAM + 0x100));
         assert_eq!(rtt_control_block(&with), Some(RAM + 0x100));
-        let without = arm_elf(FLASH, &[0; 16], None);
+        let without = arm_elf(&[(FLASH, &[0; 16])], None);
         assert_eq!(rtt_control_block(&without), None);
+    }
+
+    #[test]
+    fn rtt_text_arrives_in_the_observations_as_log_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let block = RAM + 0x100;
+        let memory = rtt_memory(block, b"app: sensor ready\n");
+        let elf = arm_elf(&[(FLASH, &[0; 16]), (block, &memory)], Some(block));
+        let path = elf_file(dir.path(), "rtt.elf", &elf);
+        let lister = lister_with_memory(&["000111"], Some(path));
+        let probe = ProbeSession::attach(&lister, &selector("1366:1051"), TARGET)
+            .expect("the mocked core attaches as an STM32F411");
+        let observations = crate::observe::Observations::new();
+        let sink: Sink = Arc::new(Mutex::new(observations.clone()));
+        let reader = probe.start_rtt(rtt_control_block(&elf), sink);
+        // The mocked core ignores the reader's write of the read offset, so the same text
+        // comes again at each poll; what counts is that it arrives as lines of the log port.
+        let seen = observations.wait_for(
+            std::time::Instant::now() + Duration::from_secs(10),
+            |observed| {
+                observed
+                    .log
+                    .lines()
+                    .iter()
+                    .any(|line| line.text == "app: sensor ready")
+                    .then_some(())
+            },
+        );
+        assert!(
+            seen.is_some(),
+            "no RTT line in the log: {:?}",
+            observations.lock().log.lines()
+        );
+        assert!(reader.is_alive());
+        assert!(
+            observations.lock().at.lines().is_empty(),
+            "RTT is the log port only"
+        );
     }
 
     #[test]
