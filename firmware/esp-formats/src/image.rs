@@ -246,6 +246,19 @@ pub struct FieldTooLong {
 
 /// Builds a valid app image: descriptor segment, code segment, checksum, SHA-256.
 pub fn build_app(spec: &AppSpec) -> Result<Vec<u8>, FieldTooLong> {
+    let desc = app_descriptor(spec)?;
+    let code: Vec<u8> = (0..spec.code_len).map(|i| (i % 251) as u8).collect();
+    let (drom, iram) = spec.chip.app_addresses();
+    Ok(build_image(
+        spec.chip,
+        iram,
+        &[(drom, &desc), (iram, &code)],
+    ))
+}
+
+/// The `esp_app_desc_t` of `spec` (ESP-IDF's `.flash.appdesc`), as the first bytes of an app's
+/// first segment hold it.
+pub fn app_descriptor(spec: &AppSpec) -> Result<Vec<u8>, FieldTooLong> {
     let mut desc = vec![0u8; APP_DESC_LEN];
     desc[0..4].copy_from_slice(&APP_DESC_MAGIC.to_le_bytes());
     desc[4..8].copy_from_slice(&spec.secure_version.to_le_bytes());
@@ -264,13 +277,7 @@ pub fn build_app(spec: &AppSpec) -> Result<Vec<u8>, FieldTooLong> {
     desc[144..176].copy_from_slice(&elf);
     desc[180] = 16; // mmu_page_size: log2(64 KiB)
     desc[181] = 2; // spi_flash_mode: DIO
-    let code: Vec<u8> = (0..spec.code_len).map(|i| (i % 251) as u8).collect();
-    let (drom, iram) = spec.chip.app_addresses();
-    Ok(build_image(
-        spec.chip,
-        iram,
-        &[(drom, &desc), (iram, &code)],
-    ))
+    Ok(desc)
 }
 
 /// Builds a minimal second-stage bootloader image for the chip (one IRAM segment).

@@ -45,9 +45,9 @@
 //! ```
 
 mod decoder;
+#[cfg(feature = "elf-builder")]
+pub mod elf_builder;
 mod symbolizer;
-#[cfg(feature = "test-support")]
-pub mod testelf;
 
 pub use decoder::{PanicDecoder, decode_transcript, format_frames};
 pub use symbolizer::{ElfError, Frame, Symbolizer};

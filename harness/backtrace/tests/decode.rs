@@ -2,8 +2,8 @@
 //! address must print exactly the function, file and line placed there, and `??` where the
 //! ELF has nothing.
 
-use sparring_backtrace::testelf::fixtures::{self, Fixture};
-use sparring_backtrace::testelf::{Architecture, TestElf, at};
+use sparring_backtrace::elf_builder::fixtures::{self, Fixture};
+use sparring_backtrace::elf_builder::{Architecture, TestElf, at};
 use sparring_backtrace::{ElfError, PanicDecoder, Symbolizer, decode_transcript};
 
 /// The decoded lines of a whole transcript, without the transcript itself.

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::process::Command;
 
-use sparring_backtrace::testelf::fixtures::{self, Fixture};
+use sparring_backtrace::elf_builder::fixtures::{self, Fixture};
 use sparring_backtrace::{PanicDecoder, Symbolizer};
 
 /// Decodes every transcript line with esp-idf-panic-decoder's `PcAddressDecoder`, the

@@ -6,6 +6,7 @@
 //! ones. These are test keys: reusing them across runs is harmless and keeps `sparring certs`
 //! fast.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{KeyPair, RsaKeySize, SignatureAlgorithm};
@@ -120,5 +121,19 @@ fn store(path: &Path, der: &[u8]) -> Result<(), PkiError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| PkiError::Io(dir.to_path_buf(), e))?;
     }
-    crate::output::write_private(path, der)
+    write_private(path, der)
+}
+
+/// Writes a file readable by its owner only (mode 0600), as private keys must be.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| PkiError::Io(path.to_path_buf(), e))?;
+    file.write_all(bytes)
+        .map_err(|e| PkiError::Io(path.to_path_buf(), e))
 }

@@ -12,6 +12,7 @@ mod keys;
 mod manifest;
 mod output;
 pub mod profiles;
+mod temp;
 
 use std::path::PathBuf;
 
@@ -20,10 +21,11 @@ pub use factory::{Authority, Material, Options, Pki, WRONG_HOST, WRONG_IP};
 pub use keys::{KeyKind, KeySource};
 pub use manifest::{
     Authorities, AuthorityEntry, EspAtFiles, FilePair, MANIFEST_VERSION, Manifest, PkiDir,
-    ProfileEntry, ProfileFiles, TempPki, read_certs,
+    ProfileEntry, ProfileFiles, read_certs,
 };
 pub use output::pem;
 pub use profiles::{ConnectBy, Expected, PROFILES, Profile, RejectReason, Side};
+pub use temp::TempPki;
 
 /// What went wrong while generating, writing, loading or inspecting certificates.
 #[derive(Debug, thiserror::Error)]

@@ -195,25 +195,3 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
     }
     Ok(certs)
 }
-
-/// A PKI generated into a temporary directory, removed when dropped: for tests and for
-/// runs that need certificates only while they last.
-pub struct TempPki {
-    _dir: tempfile::TempDir,
-    pub pki: PkiDir,
-}
-
-impl TempPki {
-    pub fn generate(options: crate::Options) -> Result<TempPki, PkiError> {
-        let dir = tempfile::Builder::new()
-            .prefix("sparring-pki-")
-            .tempdir()
-            .map_err(|e| PkiError::Io(std::env::temp_dir(), e))?;
-        let out = dir.path().join("out");
-        crate::Pki::generate(options)?.write(&out)?;
-        Ok(TempPki {
-            pki: PkiDir::load(&out)?,
-            _dir: dir,
-        })
-    }
-}

@@ -1,7 +1,6 @@
 //! Writes a generated [`Pki`] to a directory, all or nothing: everything goes into a
 //! temporary directory beside the target, which replaces the target only when complete.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use esp_formats::Chip;
@@ -266,7 +265,7 @@ impl Writer<'_> {
 
     fn private(&self, relative: &Path, bytes: &[u8]) -> Result<(), PkiError> {
         let path = self.prepare(relative)?;
-        write_private(&path, bytes)
+        crate::keys::write_private(&path, bytes)
     }
 
     fn prepare(&self, relative: &Path) -> Result<PathBuf, PkiError> {
@@ -276,20 +275,6 @@ impl Writer<'_> {
         }
         Ok(path)
     }
-}
-
-/// Writes a file readable by its owner only (mode 0600), as private keys must be.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| PkiError::Io(path.to_path_buf(), e))?;
-    file.write_all(bytes)
-        .map_err(|e| PkiError::Io(path.to_path_buf(), e))
 }
 
 /// PEM text of one DER object, 64 columns, as openssl writes it.

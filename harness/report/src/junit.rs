@@ -10,8 +10,13 @@ use crate::{ReportError, RunRecord};
 
 pub fn render(record: &RunRecord) -> Result<String, ReportError> {
     let mut report = Report::new("sparring");
-    let mut boards: Vec<&str> = record.results.iter().map(|r| r.board.as_str()).collect();
-    boards.dedup();
+    // Boards in the order they first reported (results of a pool interleave).
+    let mut boards: Vec<&str> = Vec::new();
+    for r in &record.results {
+        if !boards.contains(&r.board.as_str()) {
+            boards.push(&r.board);
+        }
+    }
     for board in boards {
         let mut suite = TestSuite::new(board);
         for r in record.results.iter().filter(|r| r.board == board) {

@@ -6,6 +6,10 @@ use sparring_runner::events::{RunEvent, Verdict};
 
 pub struct Terminal {
     bar: ProgressBar,
+    /// Several boards: each verdict line says which board.
+    boards: usize,
+    /// The harness's own time over all cells, for the summary.
+    harness_ms: u64,
 }
 
 impl Default for Terminal {
@@ -15,7 +19,11 @@ impl Default for Terminal {
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Terminal { bar }
+        Terminal {
+            bar,
+            boards: 0,
+            harness_ms: 0,
+        }
     }
 }
 
@@ -34,7 +42,9 @@ impl Terminal {
             RunEvent::RunStarted {
                 boards, scenarios, ..
             } => {
-                self.bar.set_length((scenarios * boards.len()) as u64);
+                // One per cell: scenarios × the boards each runs on.
+                self.bar.set_length(*scenarios as u64);
+                self.boards = boards.len();
                 for b in boards {
                     self.println(format!(
                         "board {}: {} {} ({} flash, ROM loader)",
@@ -53,7 +63,11 @@ impl Terminal {
                     Verdict::Error => "ERROR",
                     Verdict::Skipped => "SKIP",
                 };
+                self.harness_ms += r.harness_ms;
                 let mut line = format!("{mark:>5} {:<28} {:>6} ms", r.id, r.elapsed_ms);
+                if self.boards > 1 && !r.board.is_empty() {
+                    line.push_str(&format!("  [{}]", r.board));
+                }
                 if !r.reason.is_empty() {
                     line.push_str(&format!("  {}", r.reason));
                 }
@@ -70,10 +84,11 @@ impl Terminal {
                 self.bar.finish_and_clear();
                 let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
                 say(&format!(
-                    "{}{} in {:.1} s",
+                    "{}{} in {:.1} s (harness time over all cells {:.1} s, the rest waiting for boards and services)",
                     if *interrupted { "interrupted: " } else { "" },
                     summary.join(", "),
-                    *elapsed_ms as f64 / 1000.0
+                    *elapsed_ms as f64 / 1000.0,
+                    self.harness_ms as f64 / 1000.0
                 ));
             }
         }

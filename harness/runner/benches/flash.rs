@@ -31,11 +31,7 @@ fn main() {
         data: app.clone(),
         name: "app.bin".into(),
     }];
-    let options = FlashOptions {
-        chip,
-        use_stub: true,
-        progress: false,
-    };
+    let options = FlashOptions::new(chip);
     let start = Instant::now();
     let report = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),

@@ -1,9 +1,8 @@
-//! A board on the bench: the board, readers and writers on its ports, and who it is — chip,
+//! A board on the bench: the board, its open ports, and who it is — chip,
 //! MAC and flash size as its ROM loader says, the firmware as its boot log says. Ports that
 //! disappear (a cable, USB re-enumeration on reset) are reopened within the lab's deadline.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use esp_formats::image::AppDescriptor;
 
 use crate::board::{Board, BoardError};
 use crate::events::{BoardIdentity, FirmwareIdentity};
-use crate::flash::{self, FlashError, FlashOptions, Region};
+use crate::flash::{self, FlashError, FlashOptions, FlashReport, Region};
 use crate::observe::{Observations, Observed, PortReader, Sink};
 use crate::scenario::Port;
 
@@ -36,12 +35,11 @@ pub enum BenchError {
     },
 }
 
-/// A board with its port readers and writers.
+/// A board with its open ports.
 pub struct Bench {
     pub board: Box<dyn Board>,
     sink: Sink,
     readers: BTreeMap<&'static str, PortReader>,
-    writers: BTreeMap<&'static str, serialport::TTYPort>,
     pub identity: BoardIdentity,
     /// The app descriptor of the last app flashed (its full ELF SHA-256).
     flashed_app: Option<AppDescriptor>,
@@ -85,7 +83,6 @@ impl Bench {
             board,
             sink,
             readers: BTreeMap::new(),
-            writers: BTreeMap::new(),
             flashed_app: None,
             reopen_within,
             lost: None,
@@ -118,21 +115,19 @@ impl Bench {
         let Some(path) = self.board.port(port) else {
             return Err(self.port_error(port, &PathBuf::new(), "is not in the inventory".into()));
         };
-        let (reader, writer) = PortReader::start(&path, port, self.sink.clone())
+        let reader = PortReader::start(&path, port, self.sink.clone())
             .map_err(|e| self.port_error(port, &path, format!("cannot be opened: {e}")))?;
         self.readers.insert(port_name(port), reader);
-        self.writers.insert(port_name(port), writer);
         Ok(())
     }
 
     /// Closes a port so a flasher can have it (ports open exclusively).
     fn detach(&mut self, port: Port) {
         self.readers.remove(port_name(port));
-        self.writers.remove(port_name(port));
     }
 
     pub fn has_port(&self, port: Port) -> bool {
-        self.writers.contains_key(port_name(port))
+        self.readers.contains_key(port_name(port))
     }
 
     /// Reopens ports whose reader lost them, within the lab's deadline; a port that does not
@@ -176,53 +171,65 @@ impl Bench {
 
     pub fn write(&mut self, port: Port, bytes: &[u8]) -> Result<(), BenchError> {
         let path = self.board.port(port).unwrap_or_default();
-        let Some(writer) = self.writers.get_mut(port_name(port)) else {
+        let Some(reader) = self.readers.get(port_name(port)) else {
             return Err(self.port_error(
                 port,
                 &path,
                 "is not open (the board has no such port)".into(),
             ));
         };
-        let written = writer.write_all(bytes).and_then(|()| writer.flush());
+        let written = reader.write(bytes);
         written.map_err(|e| self.port_error(port, &path, format!("cannot be written: {e}")))
     }
 
     /// Into the ROM loader, flash through espflash, back into the app; the log port is the
     /// flasher's meanwhile.
     pub fn flash(&mut self, regions: &[Region]) -> Result<(), BenchError> {
+        self.flash_with(regions, &FlashOptions::new(self.board.chip()))?;
+        self.reset_into_app()
+    }
+
+    /// Into the ROM loader and flash with `options`; the board stays in its loader until
+    /// [`Bench::reset_into_app`].
+    pub fn flash_with(
+        &mut self,
+        regions: &[Region],
+        options: &FlashOptions,
+    ) -> Result<FlashReport, BenchError> {
         self.detach(Port::Log);
         let flashed = self
             .board
             .enter_loader()
             .map_err(BenchError::from)
             .and_then(|link| {
-                let options = FlashOptions {
-                    chip: self.board.chip(),
-                    use_stub: true,
-                    progress: false,
-                };
-                flash::flash(&link, regions, &options).map_err(|source| BenchError::Loader {
+                flash::flash(&link, regions, options).map_err(|source| BenchError::Loader {
                     board: self.identity.name.clone(),
                     source,
                 })
             });
         self.attach(Port::Log)?;
-        flashed?;
+        let report = flashed?;
         self.flashed_app = regions.iter().find_map(|r| {
             esp_formats::image::parse(&r.data)
                 .ok()
                 .and_then(|image| image.descriptor)
         });
-        self.reset_into_app()
+        Ok(report)
     }
 
     pub fn reset_into_app(&mut self) -> Result<(), BenchError> {
-        let Some(log) = self.writers.get(port_name(Port::Log)) else {
-            let path = self.board.port(Port::Log).unwrap_or_default();
-            return Err(self.port_error(Port::Log, &path, "is not open".into()));
-        };
-        self.board.reset_into_app(log)?;
-        Ok(())
+        let board = &mut self.board;
+        let reset = self
+            .readers
+            .get(port_name(Port::Log))
+            .and_then(|log| log.with_port(|port| board.reset_into_app(port)));
+        match reset {
+            Some(done) => Ok(done?),
+            None => {
+                let path = self.board.port(Port::Log).unwrap_or_default();
+                Err(self.port_error(Port::Log, &path, "is not open".into()))
+            }
+        }
     }
 
     /// The firmware as the last boot in `observed` announced it (ESP-IDF's app_init lines),

@@ -111,6 +111,10 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioResult {
     pub board: String,
+    /// `scenario@board` (or `@chip`, `@any`): stable across runs, what `--filter` and
+    /// `--shard` use.
+    #[serde(default)]
+    pub cell: String,
     pub id: String,
     pub title: String,
     pub file: String,
@@ -127,6 +131,9 @@ pub struct ScenarioResult {
     /// Time spent waiting for the board or services (timeouts, windows): the rest is harness
     /// overhead.
     pub waited_ms: u64,
+    /// The harness's own time: elapsed minus waiting.
+    #[serde(default)]
+    pub harness_ms: u64,
     /// Raw log files written for this scenario, by port.
     pub logs: BTreeMap<String, String>,
 }

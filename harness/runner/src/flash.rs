@@ -6,6 +6,8 @@
 //! nothing has to be read back over the serial line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use esp_formats::Chip;
@@ -32,13 +34,33 @@ pub struct FlashOptions {
     /// Upload the flasher stub first (faster, compressed writes).
     pub use_stub: bool,
     pub progress: bool,
+    /// Baud rate to switch to after connecting (the loader starts at 115200).
+    pub baud: Option<u32>,
+    /// Set (by Ctrl-C) to stop before the next region: a region is never left half-written
+    /// by choice.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl FlashOptions {
+    /// With the stub, no progress bars, at 115200 baud.
+    pub fn new(chip: Chip) -> FlashOptions {
+        FlashOptions {
+            chip,
+            use_stub: true,
+            progress: false,
+            baud: None,
+            stop: None,
+        }
+    }
 }
 
 /// What was done for each region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlashReport {
     pub written: Vec<String>,
     pub skipped: Vec<String>,
+    /// Regions not reached because `stop` was set.
+    pub not_written: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +81,6 @@ pub enum FlashError {
         offset: u32,
         source: Box<espflash::Error>,
     },
-    #[error("chip {0} is not supported by the flasher")]
-    Chip(Chip),
 }
 
 /// How espflash reaches a board's ROM loader: the port, its USB identity (espflash picks its
@@ -90,7 +110,12 @@ impl LoaderLink {
         LoaderLink { path, usb, before }
     }
 
-    fn connect(&self, chip: Option<Chip>, use_stub: bool) -> Result<Flasher, FlashError> {
+    fn connect(
+        &self,
+        chip: Option<Chip>,
+        use_stub: bool,
+        baud: Option<u32>,
+    ) -> Result<Flasher, FlashError> {
         let name = self.path.to_string_lossy().into_owned();
         let serial = serialport::new(&name, 115_200)
             .timeout(Duration::from_secs(3))
@@ -106,8 +131,9 @@ impl LoaderLink {
             self.before,
             115_200,
         );
-        let chip = chip.map(espflash_chip).transpose()?;
-        Flasher::connect(connection, use_stub, true, false, chip, None).map_err(|e| {
+        let chip = chip.map(espflash_chip);
+        // verify = true: espflash checks each written region's MD5 against the board's.
+        Flasher::connect(connection, use_stub, true, false, chip, baud).map_err(|e| {
             FlashError::Connect {
                 port: name,
                 source: Box::new(e),
@@ -128,7 +154,7 @@ pub struct ChipInfo {
 
 /// Connects to the ROM loader and reads chip, MAC and flash size.
 pub fn probe(link: &LoaderLink) -> Result<ChipInfo, FlashError> {
-    let mut flasher = link.connect(None, false)?;
+    let mut flasher = link.connect(None, false, None)?;
     let info = flasher.device_info().map_err(|e| FlashError::Connect {
         port: link.path.display().to_string(),
         source: Box::new(e),
@@ -153,12 +179,17 @@ pub fn flash(
     regions: &[Region],
     options: &FlashOptions,
 ) -> Result<FlashReport, FlashError> {
-    let mut flasher = link.connect(Some(options.chip), options.use_stub)?;
-    let mut report = FlashReport {
-        written: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let mut flasher = link.connect(Some(options.chip), options.use_stub, options.baud)?;
+    let mut report = FlashReport::default();
     for region in regions {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+        {
+            report.not_written.push(region.name.clone());
+            continue;
+        }
         let local = u128::from_be_bytes(Md5::digest(&region.data).into());
         let len = region.data.len() as u32;
         if flasher
@@ -181,9 +212,39 @@ pub fn flash(
     Ok(report)
 }
 
-fn espflash_chip(chip: Chip) -> Result<espflash::target::Chip, FlashError> {
+/// espflash's post-flash reset into the app on an open port: an RTS pulse, or the
+/// USB-JTAG-serial sequence when `usb` has Espressif's PID.
+pub fn hard_reset(port: serialport::TTYPort, usb: UsbPortInfo) -> Result<(), espflash::Error> {
+    Connection::new(
+        port,
+        usb,
+        ResetAfterOperation::HardReset,
+        ResetBeforeOperation::NoReset,
+        115_200,
+    )
+    .reset()
+}
+
+impl LoaderLink {
+    /// Resets the board behind the link into its app with espflash's sequence.
+    pub fn reset_into_app(&self) -> Result<(), FlashError> {
+        let name = self.path.to_string_lossy().into_owned();
+        let port = serialport::new(&name, 115_200)
+            .open_native()
+            .map_err(|source| FlashError::Open {
+                port: name.clone(),
+                source,
+            })?;
+        hard_reset(port, self.usb.clone()).map_err(|e| FlashError::Connect {
+            port: name,
+            source: Box::new(e),
+        })
+    }
+}
+
+pub(crate) fn espflash_chip(chip: Chip) -> espflash::target::Chip {
     use espflash::target::Chip as E;
-    Ok(match chip {
+    match chip {
         Chip::Esp32 => E::Esp32,
         Chip::Esp32S2 => E::Esp32s2,
         Chip::Esp32C3 => E::Esp32c3,
@@ -191,7 +252,7 @@ fn espflash_chip(chip: Chip) -> Result<espflash::target::Chip, FlashError> {
         Chip::Esp32C2 => E::Esp32c2,
         Chip::Esp32C6 => E::Esp32c6,
         Chip::Esp32H2 => E::Esp32h2,
-    })
+    }
 }
 
 /// An indicatif bar per region (hidden when progress is off, e.g. in tests and CI logs).

@@ -8,10 +8,12 @@
 pub mod bench;
 pub mod board;
 pub mod capture;
+pub mod cells;
 pub mod crash;
 pub mod environment;
 pub mod events;
 pub mod executor;
+pub mod firmware;
 pub mod flash;
 pub mod library;
 pub mod observe;

@@ -122,32 +122,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// so one reader per port serves the whole run and nothing a board prints is lost between.
 pub type Sink = Arc<Mutex<Arc<Observations>>>;
 
-/// A reader thread copying one serial port into the observations until stopped.
+/// One open serial port: a reader thread copying it into the observations until stopped, and
+/// the handle steps write through. When the port goes away the reader closes both at once, so
+/// a vanished device is not held open (the system may give its name to the next one).
 pub struct PortReader {
     stop: Arc<AtomicBool>,
     alive: Arc<AtomicBool>,
+    writer: Arc<Mutex<Option<serialport::TTYPort>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PortReader {
-    /// Starts reading `path`; also returns a handle for writing to the same port (serial
-    /// ports are opened exclusively, so reader and writer share one open).
-    pub fn start(
-        path: &Path,
-        port: Port,
-        sink: Sink,
-    ) -> std::io::Result<(PortReader, serialport::TTYPort)> {
+    /// Opens `path` and starts reading it (serial ports are opened exclusively, so reader and
+    /// writer share one open).
+    pub fn start(path: &Path, port: Port, sink: Sink) -> std::io::Result<PortReader> {
         let mut serial = serialport::new(path.to_string_lossy(), 115_200)
             .timeout(Duration::from_millis(50))
             .open_native()
             .map_err(std::io::Error::other)?;
-        let writer = serial.try_clone_native().map_err(std::io::Error::other)?;
+        let writer = Arc::new(Mutex::new(Some(
+            serial.try_clone_native().map_err(std::io::Error::other)?,
+        )));
         let stop = Arc::new(AtomicBool::new(false));
         let alive = Arc::new(AtomicBool::new(true));
         let thread = {
             let stop = stop.clone();
             let alive = alive.clone();
             let device = path.to_owned();
+            let writer = writer.clone();
+            let lost_sink = sink.clone();
+            let lose = move |error: String| {
+                alive.store(false, Ordering::SeqCst);
+                lock(&writer).take();
+                lock(&lost_sink).port_lost(port, error);
+            };
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while !stop.load(Ordering::SeqCst) {
@@ -155,31 +163,23 @@ impl PortReader {
                         // End of file: a hung-up port (a pty whose master closed) reads 0
                         // after poll reports it ready; once its device node is gone it is lost.
                         Ok(0) if !device.exists() => {
-                            alive.store(false, Ordering::SeqCst);
-                            lock(&sink).port_lost(port, "the device is gone".into());
-                            return;
+                            return lose("the device is gone".into());
                         }
                         Ok(0) => {}
                         Ok(n) => lock(&sink).push_serial(port, &buf[..n]),
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                         // The board went away (a pty's master closed, a USB cable pulled).
-                        Err(e) => {
-                            alive.store(false, Ordering::SeqCst);
-                            lock(&sink).port_lost(port, e.to_string());
-                            return;
-                        }
+                        Err(e) => return lose(e.to_string()),
                     }
                 }
             })
         };
-        Ok((
-            PortReader {
-                stop,
-                alive,
-                thread: Some(thread),
-            },
+        Ok(PortReader {
+            stop,
+            alive,
             writer,
-        ))
+            thread: Some(thread),
+        })
     }
 }
 
@@ -187,6 +187,23 @@ impl PortReader {
     /// False once the port failed under the reader.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Writes all of `bytes`; fails once the port is gone.
+    pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match lock(&self.writer).as_mut() {
+            Some(port) => port.write_all(bytes).and_then(|()| port.flush()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the port went away",
+            )),
+        }
+    }
+
+    /// Runs `act` on the open port (DTR/RTS lines are driven on it); `None` once it is gone.
+    pub fn with_port<T>(&self, act: impl FnOnce(&serialport::TTYPort) -> T) -> Option<T> {
+        lock(&self.writer).as_ref().map(act)
     }
 }
 

@@ -26,6 +26,10 @@ pub struct Scenario {
     pub board: BoardRequirement,
     #[serde(default)]
     pub setup: Setup,
+    /// Values that expand the file into one scenario per combination: `${matrix.NAME}`
+    /// anywhere in the file is replaced, and the id becomes `id[NAME=value,...]`.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, Vec<String>>,
     pub steps: Vec<Spanned<Step>>,
 }
 
@@ -571,10 +575,99 @@ pub fn load_path(path: &Path) -> (Vec<LoadedScenario>, Vec<LoadError>) {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match load_file(&file) {
-            Ok(s) => loaded.push(s),
+        match load_file(&file).and_then(|s| expand_matrix(&file, s)) {
+            Ok(expanded) => loaded.extend(expanded),
             Err(e) => errors.push(e),
         }
     }
     (loaded, errors)
+}
+
+/// At most this many combinations per file: a typo in a matrix must not start a week's run.
+const MAX_MATRIX_CELLS: usize = 256;
+
+/// One scenario per combination of the file's `[matrix]` values (the scenario itself when it
+/// has none), each parsed from the file with `${matrix.NAME}` replaced.
+pub fn expand_matrix(
+    path: &Path,
+    loaded: LoadedScenario,
+) -> Result<Vec<LoadedScenario>, LoadError> {
+    let matrix = &loaded.scenario.matrix;
+    if matrix.is_empty() {
+        return Ok(vec![loaded]);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let at = |needle: &str| text.find(needle).unwrap_or(0);
+    for (name, values) in matrix {
+        if values.is_empty() {
+            return Err(invalid(
+                path,
+                &text,
+                at(name),
+                format!("matrix.{name}: expected at least one value"),
+            ));
+        }
+    }
+    // Every `${matrix.X}` must name a matrix value.
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${matrix.") {
+        let name_and_rest = &rest[start + "${matrix.".len()..];
+        let name = name_and_rest.split('}').next().unwrap_or_default();
+        if !matrix.contains_key(name) {
+            let offset = text.len() - rest.len() + start;
+            let known: Vec<&str> = matrix.keys().map(String::as_str).collect();
+            return Err(invalid(
+                path,
+                &text,
+                offset,
+                format!(
+                    "${{matrix.{name}}}: no such matrix value (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        rest = name_and_rest;
+    }
+    let mut combinations: Vec<Vec<(&str, &str)>> = vec![Vec::new()];
+    for (name, values) in matrix {
+        combinations = combinations
+            .iter()
+            .flat_map(|combo| {
+                values.iter().map(move |value| {
+                    let mut next = combo.clone();
+                    next.push((name.as_str(), value.as_str()));
+                    next
+                })
+            })
+            .collect();
+        if combinations.len() > MAX_MATRIX_CELLS {
+            return Err(invalid(
+                path,
+                &text,
+                at("[matrix]"),
+                format!("[matrix] expands to more than {MAX_MATRIX_CELLS} scenarios"),
+            ));
+        }
+    }
+    let base = loaded.scenario.id.get_ref().clone();
+    combinations
+        .into_iter()
+        .map(|combo| {
+            let mut expanded = text.clone();
+            for (name, value) in &combo {
+                expanded = expanded.replace(&format!("${{matrix.{name}}}"), value);
+            }
+            let mut scenario = parse(path, &expanded)?;
+            let label: Vec<String> = combo.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let span = scenario.id.span();
+            scenario.id = Spanned::new(span, format!("{base}[{}]", label.join(",")));
+            Ok(LoadedScenario {
+                path: path.to_owned(),
+                scenario,
+            })
+        })
+        .collect()
 }

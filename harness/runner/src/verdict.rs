@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use regex::Regex;
+use sparring_backtrace::{Symbolizer, decode_transcript};
 use sparring_services::events::{Direction, TlsOutcome};
 use sparring_services::{Event, EventKind};
 use time::OffsetDateTime;
@@ -14,11 +16,13 @@ use crate::crash::{self, Incident};
 use crate::events::{Facts, ScenarioResult, Verdict};
 use crate::observe::Observed;
 
-/// Crashes and resets nobody asked for fail the scenario with the excerpt.
+/// Crashes and resets nobody asked for fail the scenario with the excerpt, its code addresses
+/// decoded with the board's `elf` when there is one.
 pub fn judge_incidents(
     observed: &Observed,
     expect_crash: bool,
     allowed_resets: usize,
+    elf: Option<&Path>,
     result: &mut ScenarioResult,
 ) {
     let lines = observed.log.lines();
@@ -45,9 +49,10 @@ pub fn judge_incidents(
                 "the board crashed: {}",
                 crash::detect(&lines[at].text).map_or_else(String::new, |i| i.to_string())
             );
-            result.evidence = excerpt(at);
+            result.evidence = with_frames(elf, excerpt(at));
         }
-        Some(_) => {}
+        // The crash a scenario provokes is its evidence: what happened, where in the code.
+        Some(at) => result.evidence = with_frames(elf, excerpt(at)),
         None if expect_crash && !failed => {
             result.verdict = Verdict::Fail;
             result.reason = "expected a crash (Guru Meditation / abort), none was seen".into();
@@ -63,6 +68,22 @@ pub fn judge_incidents(
                 .collect();
         }
         None => {}
+    }
+}
+
+/// Each line of `excerpt` followed by the function, file and line of the addresses it carries
+/// (as `idf.py monitor` prints them); an ELF that cannot be read is said so, not fatal.
+fn with_frames(elf: Option<&Path>, excerpt: Vec<String>) -> Vec<String> {
+    let Some(elf) = elf else {
+        return excerpt;
+    };
+    match Symbolizer::from_path(elf) {
+        Ok(symbolizer) => decode_transcript(&symbolizer, &excerpt),
+        Err(e) => {
+            let mut excerpt = excerpt;
+            excerpt.push(format!("(addresses not decoded: {}: {e})", elf.display()));
+            excerpt
+        }
     }
 }
 

@@ -40,9 +40,8 @@ fn flash_board(chip: Chip, use_stub: bool, dir: &std::path::Path) -> Board {
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
         &regions,
         &FlashOptions {
-            chip,
             use_stub,
-            progress: false,
+            ..FlashOptions::new(chip)
         },
     )
     .unwrap();

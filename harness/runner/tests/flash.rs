@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use esp_formats::image::{self, AppSpec};
 use esp_formats::{Chip, partition};
 use espflash::connection::ResetBeforeOperation;
@@ -34,11 +37,7 @@ fn flashes_then_skips_unchanged_regions() {
             name: "app.bin".into(),
         },
     ];
-    let options = FlashOptions {
-        chip,
-        use_stub: true,
-        progress: false,
-    };
+    let options = FlashOptions::new(chip);
     let first = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
         &regions,
@@ -65,6 +64,22 @@ fn flashes_then_skips_unchanged_regions() {
             "partition-table.bin".to_owned()
         ]
     );
+
+    // Stopped (Ctrl-C) before the first region: nothing is written, each region says so, and
+    // the board keeps v2 although v1 was asked for.
+    board.control(Control::Download).unwrap();
+    let stopped = FlashOptions {
+        stop: Some(Arc::new(AtomicBool::new(true))),
+        ..FlashOptions::new(chip)
+    };
+    let third = flash(
+        &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        &regions,
+        &stopped,
+    )
+    .unwrap();
+    assert!(third.written.is_empty() && third.skipped.is_empty());
+    assert_eq!(third.not_written.len(), 3);
 
     let state = board.control(Control::Reset).unwrap();
     assert_eq!(

@@ -27,9 +27,9 @@ pub enum EventKind {
     /// An MQTT packet passed the gate.
     Mqtt(MqttRecord),
     /// An SNTP request arrived.
-    Sntp(crate::sntp::SntpRecord),
+    Sntp(SntpRecord),
     /// An HTTP request to the OTA server was answered.
-    Http(crate::ota::HttpRecord),
+    Http(HttpRecord),
 }
 
 /// What a TLS handshake showed.
@@ -129,6 +129,26 @@ pub struct MqttRecord {
 pub enum Direction {
     FromDevice,
     ToDevice,
+}
+
+/// What one SNTP request looked like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SntpRecord {
+    pub answered: bool,
+    pub skew_seconds: i64,
+}
+
+/// One HTTP request and how it was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRecord {
+    pub method: String,
+    pub path: String,
+    pub user_agent: Option<String>,
+    pub range: Option<String>,
+    pub status: u16,
+    pub content_length: Option<u64>,
+    pub bytes_sent: u64,
+    pub body_complete: bool,
 }
 
 /// The stream every service publishes to; subscribe before the device acts.

@@ -117,18 +117,7 @@ pub struct OtaConfig {
 const DEFAULT_RATE: u64 = 16 * 1024;
 const STALL_LIMIT: Duration = Duration::from_secs(120);
 
-/// One HTTP request and how it was answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpRecord {
-    pub method: String,
-    pub path: String,
-    pub user_agent: Option<String>,
-    pub range: Option<String>,
-    pub status: u16,
-    pub content_length: Option<u64>,
-    pub bytes_sent: u64,
-    pub body_complete: bool,
-}
+pub use crate::events::HttpRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtaError {

@@ -24,12 +24,8 @@ pub struct SntpConfig {
     pub silent: bool,
 }
 
-/// What one request looked like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SntpRecord {
-    pub answered: bool,
-    pub skew_seconds: i64,
-}
+// The record type lives with the other events; services depend on events, not the reverse.
+pub use crate::events::SntpRecord;
 
 /// A running SNTP server.
 pub struct SntpServer {

@@ -40,6 +40,7 @@ enum Command {
     Boards(cmd::boards::Args),
     New(cmd::new::Args),
     Monitor(cmd::monitor::Args),
+    Flash(cmd::flash::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Command::Boards(args) => cmd::boards::run(args),
         Command::New(args) => cmd::new::run(args),
         Command::Monitor(args) => cmd::monitor::run(args),
+        Command::Flash(args) => cmd::flash::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -13,11 +13,13 @@ fn every_subcommand_explains_itself() {
         ("run", "130 interrupted by Ctrl-C"),
         ("certs", "manifest.json"),
         ("image", "flash-set"),
-        ("vboard", "set_network"),
+        ("vboard", "vboard ctl SOCKET"),
         ("serve", "--bind 192.168.1.20"),
         ("check", "file:line:column"),
         ("new", "busy p..."),
         ("monitor", "Stack memory:"),
+        ("boards", "USB-JTAG-serial"),
+        ("flash", "OFFSET=FILE"),
     ] {
         let output = sparring(&[subcommand, "--help"]);
         assert!(output.status.success(), "{subcommand} --help failed");

@@ -1,5 +1,5 @@
 //! `sparring monitor` on saved logs, stdin and a pseudo-terminal, decoding real ESP-IDF panic
-//! transcripts with ELF files built by `sparring_backtrace::testelf`.
+//! transcripts with ELF files built by `sparring_backtrace::elf_builder`.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 use serialport::SerialPort;
 
 use common::{sparring, text};
-use sparring_backtrace::testelf::fixtures::{self, Fixture};
+use sparring_backtrace::elf_builder::fixtures::{self, Fixture};
 use sparring_backtrace::{Symbolizer, decode_transcript};
 
 /// The fixture's ELF written into `dir`.

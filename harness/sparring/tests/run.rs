@@ -165,6 +165,41 @@ fn every_defect_switch_makes_a_scenario_fail_naming_its_effect() {
     }
 }
 
+/// The virtual firmware's ELF (next to its flash file) decodes the crash it prints: the
+/// scenario's evidence in report.json carries each backtrace address's function, file and line.
+#[test]
+fn a_crash_is_reported_with_its_backtrace_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = sparring(&["--filter", "crash-large-record"], dir.path())
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let results = results(dir.path());
+    let crash = results
+        .iter()
+        .find(|r| r["id"] == "crash-large-record")
+        .unwrap_or_else(|| panic!("crash-large-record missing: {results:?}"));
+    let evidence: Vec<&str> = crash["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect();
+    let backtrace = evidence
+        .iter()
+        .position(|line| line.starts_with("Backtrace: "))
+        .unwrap_or_else(|| panic!("no backtrace in {evidence:#?}"));
+    let decoded = evidence[backtrace + 1..].join("\n");
+    for frame in [
+        "at_mqtt_subscribe_data_cb at /esp-at/components/at/src/at_mqtt_cmd.c:412",
+        "esp_mqtt_task at /idf/components/mqtt/esp-mqtt/mqtt_client.c:1650",
+        "vPortTaskWrapper at /idf/components/freertos/port/xtensa/port.c:131",
+    ] {
+        assert!(decoded.contains(frame), "{frame} not in {evidence:#?}");
+    }
+}
+
 #[test]
 fn a_broken_scenario_stops_the_run_with_its_position() {
     let dir = tempfile::tempdir().unwrap();

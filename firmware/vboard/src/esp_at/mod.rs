@@ -22,4 +22,5 @@ pub use engine::{
     MqttUserConfig, SntpConfig, SocketOpen, mqtt_error,
 };
 pub use framing::{FrameEvent, LineFramer, MAX_LINE_LEN};
+pub use mqtt_client::{CRASH_FRAMES, CrashFrame};
 pub use parse::{AtCommand, AtError, CommandKind, Param, parse_line};

@@ -543,15 +543,62 @@ fn jittered(base: Duration, attempt: u32) -> Duration {
     base * (750 + spread) / 1000
 }
 
+/// A function the crash dump's backtrace runs through, as the virtual firmware's ELF declares
+/// it: the harness builds that ELF from [`CRASH_FRAMES`] so its panics decode like a real
+/// build's.
+#[derive(Debug, Clone, Copy)]
+pub struct CrashFrame {
+    pub function: &'static str,
+    /// Start and end of the function's code.
+    pub code: (u32, u32),
+    pub file: &'static str,
+    pub line: u32,
+    /// The frame's `PC:SP` pair on the `Backtrace:` line.
+    pub pc: u32,
+    pub sp: u32,
+}
+
+/// The panic's call chain, innermost first.
+pub const CRASH_FRAMES: [CrashFrame; 3] = [
+    CrashFrame {
+        function: "at_mqtt_subscribe_data_cb",
+        code: (0x400d_1a00, 0x400d_1a40),
+        file: "/esp-at/components/at/src/at_mqtt_cmd.c",
+        line: 412,
+        pc: 0x400d_1a28,
+        sp: 0x3ffb_5e40,
+    },
+    CrashFrame {
+        function: "esp_mqtt_task",
+        code: (0x400d_1b00, 0x400d_1b60),
+        file: "/idf/components/mqtt/esp-mqtt/mqtt_client.c",
+        line: 1650,
+        pc: 0x400d_1b39,
+        sp: 0x3ffb_5e60,
+    },
+    CrashFrame {
+        function: "vPortTaskWrapper",
+        code: (0x4008_6cc0, 0x4008_6d00),
+        file: "/idf/components/freertos/port/xtensa/port.c",
+        line: 131,
+        pc: 0x4008_6cf1,
+        sp: 0x3ffb_5e90,
+    },
+];
+
 /// What ESP-IDF prints when an app faults on a RISC-V/Xtensa core (esp-facts §5.7).
 fn crash_dump() -> String {
+    let backtrace: Vec<String> = CRASH_FRAMES
+        .iter()
+        .map(|f| format!("0x{:08x}:0x{:08x}", f.pc, f.sp))
+        .collect();
     [
         "Guru Meditation Error: Core  0 panic'ed (LoadProhibited). Exception was unhandled.",
         "",
         "Core  0 register dump:",
         "PC      : 0x400d1a2b  PS      : 0x00060630  A0      : 0x800d1b3c  A1      : 0x3ffb5e40",
         "",
-        "Backtrace: 0x400d1a28:0x3ffb5e40 0x400d1b39:0x3ffb5e60 0x40086cf1:0x3ffb5e90",
+        &format!("Backtrace: {}", backtrace.join(" ")),
         "",
         "",
         "ELF file SHA256: 3c1a9f0b2d4e5f60",

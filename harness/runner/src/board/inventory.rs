@@ -95,6 +95,8 @@ pub struct BoardEntry {
     pub at: Option<PortSelector>,
     pub reset: ResetMethod,
     pub firmware: FirmwareKind,
+    /// The app ELF the board runs, to decode its panics in reports.
+    pub elf: Option<PathBuf>,
     /// `file:line` of the entry, for messages.
     pub origin: String,
 }
@@ -191,11 +193,11 @@ struct BoardFile {
     reset: Option<Spanned<ResetFile>>,
     #[serde(default)]
     firmware: FirmwareKind,
+    elf: Option<Spanned<PathBuf>>,
     // Debug-probe boards only.
     probe: Option<Spanned<String>>,
     target: Option<Spanned<String>>,
     log: Option<Spanned<String>>,
-    elf: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,13 +300,12 @@ impl Inventory {
             let probe_keys = given_keys([
                 ("target", board.target.is_some()),
                 ("log", board.log.is_some()),
-                ("elf", board.elf.is_some()),
             ]);
             if !probe_keys.is_empty() {
                 return Err(invalid(
                     start,
                     format!(
-                        "board {id}: {} belong to debug-probe boards: expected probe = \"VID:PID:SERIAL\" too, or log_port/usb/mac for a serial board",
+                        "board {id}: a serial board takes no {} (debug-probe board keys: add probe = \"VID:PID:SERIAL\" for one)",
                         probe_keys.join(", ")
                     ),
                 ));
@@ -393,6 +394,11 @@ impl Inventory {
                     }
                 }
             };
+            let elf = board
+                .elf
+                .map(|elf| existing_elf(path, &elf))
+                .transpose()
+                .map_err(|(at, m)| invalid(at, m))?;
             let (line, _) = line_column(text, start);
             boards.push(BoardEntry {
                 id,
@@ -401,6 +407,7 @@ impl Inventory {
                 at,
                 reset,
                 firmware: board.firmware,
+                elf,
                 origin: format!("{}:{line}", path.display()),
             });
         }
@@ -490,10 +497,7 @@ fn probe_entry(
             format!("board {id}: expected elf = the firmware to flash"),
         )
     })?;
-    let elf = match path.parent() {
-        Some(dir) if elf.is_relative() => dir.join(elf),
-        _ => elf,
-    };
+    let elf = existing_elf(path, &elf)?;
     let (line, _) = line_column(text, start);
     Ok(ProbeEntry {
         id,
@@ -504,6 +508,22 @@ fn probe_entry(
         firmware: board.firmware,
         origin: format!("{}:{line}", path.display()),
     })
+}
+
+/// An `elf` key, relative to the inventory as the file's other paths are read by its author;
+/// errors are (byte offset, what was expected).
+fn existing_elf(inventory: &Path, elf: &Spanned<PathBuf>) -> Result<PathBuf, (usize, String)> {
+    let resolved = inventory
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(elf.get_ref());
+    if !resolved.is_file() {
+        return Err((
+            elf.span().start,
+            format!("elf {:?}: no such file", resolved.display().to_string()),
+        ));
+    }
+    Ok(resolved)
 }
 
 /// The keys of `keys` that the entry gives.
@@ -746,8 +766,11 @@ mod tests {
 
     #[test]
     fn a_probe_board_is_read_with_its_selector_target_log_and_elf() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("build")).expect("build dir");
+        std::fs::write(dir.path().join("build/app.elf"), b"\x7fELF").expect("written");
         let text = "[[board]]\nid = \"nrf\"\nprobe = \"1366:1051:000683\"\ntarget = \"nRF52840_xxAA\"\nlog = \"rtt\"\nelf = \"build/app.elf\"\nfirmware = \"app\"\n";
-        let inventory = Inventory::parse(Path::new("lab/boards.toml"), text).expect("valid");
+        let inventory = Inventory::parse(&dir.path().join("boards.toml"), text).expect("valid");
         assert!(inventory.boards.is_empty());
         let [board] = inventory.probe_boards.as_slice() else {
             panic!("one probe board expected: {:?}", inventory.probe_boards);
@@ -756,7 +779,7 @@ mod tests {
         assert_eq!(board.probe.serial_number.as_deref(), Some("000683"));
         assert_eq!(board.target, "nRF52840_xxAA");
         assert_eq!(board.log, ProbeLog::Rtt);
-        assert_eq!(board.elf, Path::new("lab/build/app.elf"));
+        assert_eq!(board.elf, dir.path().join("build/app.elf"));
         let said = inventory
             .board("nrf")
             .expect_err("not a serial board")
@@ -790,11 +813,32 @@ mod tests {
         );
         assert!(said.contains("chip") && said.contains("reset"), "{said}");
         let said = parse_error(
-            "[[board]]\nid = \"c3\"\nchip = \"esp32c3\"\nlog_port = \"/dev/ttyACM0\"\nelf = \"a.elf\"\n",
+            "[[board]]\nid = \"c3\"\nchip = \"esp32c3\"\nlog_port = \"/dev/ttyACM0\"\nlog = \"rtt\"\n",
         );
         assert!(
-            said.contains("board c3: elf belong to debug-probe boards"),
+            said.contains("board c3: a serial board takes no log (debug-probe board keys"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn an_elf_is_found_next_to_the_inventory_or_refused_with_its_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("app.elf"), b"\x7fELF").expect("written");
+        let inventory = dir.path().join("boards.toml");
+        let entry = |elf: &str| {
+            format!(
+                "[[board]]\nid = \"desk\"\nchip = \"esp32c3\"\nlog_port = \"/dev/null\"\nelf = \"{elf}\"\n"
+            )
+        };
+        let parsed = Inventory::parse(&inventory, &entry("app.elf")).expect("valid");
+        assert_eq!(parsed.boards[0].elf, Some(dir.path().join("app.elf")));
+
+        let error = Inventory::parse(&inventory, &entry("build/gone.elf"))
+            .expect_err("refused")
+            .to_string();
+        let expected = format!("{}:5:7: elf ", inventory.display());
+        assert!(error.starts_with(&expected), "{error}");
+        assert!(error.ends_with("gone.elf\": no such file"), "{error}");
     }
 }

@@ -132,14 +132,132 @@ pub trait Board: Send {
     fn reset_into_app(&mut self, log: &serialport::TTYPort) -> Result<(), BoardError>;
     /// The lab equipment around the board, for the capabilities it declares.
     fn fixture(&mut self) -> Option<&mut dyn LabFixture>;
+    /// The app ELF the board runs, when known: crash excerpts are decoded with it.
+    fn elf(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Whether the board declares `capability`.
     fn has(&self, capability: Capability) -> bool {
         self.capabilities().contains(&capability)
     }
 }
 
+/// A board as a run's plan sees it, before it is opened (so `--list` touches no hardware).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardDescriptor {
+    pub name: String,
+    pub chip: Chip,
+    pub firmware: FirmwareKind,
+    pub capabilities: Vec<Capability>,
+}
+
+/// A `--board` resolved: what it is, and how to open it.
+#[derive(Debug, Clone)]
+pub struct BoardSpec {
+    pub descriptor: BoardDescriptor,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Started by the run, its flash file in `dir`.
+    Virtual {
+        dir: PathBuf,
+    },
+    Inventory(Box<inventory::BoardEntry>),
+}
+
+/// `virtual:esp32c3` (one virtual board), `virtual:esp32c3*4` (four, each with its own flash
+/// file and services), or an inventory id. Virtual boards' files go under `dir`.
+pub fn resolve_specs(
+    specs: &[String],
+    inventory: Option<&inventory::Inventory>,
+    dir: &std::path::Path,
+) -> Result<Vec<BoardSpec>, BoardError> {
+    let mut resolved = Vec::new();
+    for spec in specs {
+        let (base, count) = match spec.rsplit_once('*') {
+            Some((base, count)) => (
+                base,
+                count
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| BoardError::Spec(spec.clone()))?,
+            ),
+            None => (spec.as_str(), 1),
+        };
+        if let Some(chip) = virtual_board::parse_spec(base) {
+            let same = specs
+                .iter()
+                .filter(|s| s.split('*').next() == Some(base))
+                .count();
+            for _ in 0..count {
+                let index = resolved.len();
+                let name = if count > 1 || same > 1 {
+                    format!("{base}#{index}")
+                } else {
+                    base.to_owned()
+                };
+                resolved.push(BoardSpec {
+                    descriptor: BoardDescriptor {
+                        name,
+                        chip,
+                        firmware: FirmwareKind::EspAt,
+                        capabilities: Capability::ALL.to_vec(),
+                    },
+                    source: Source::Virtual {
+                        dir: dir.join(format!("{index}")),
+                    },
+                });
+            }
+            continue;
+        }
+        if count > 1 || base.starts_with("virtual:") {
+            return Err(BoardError::Spec(spec.clone()));
+        }
+        let inventory =
+            inventory.ok_or_else(|| inventory::InventoryError::NoInventory(spec.clone()))?;
+        let entry = inventory.board(spec)?;
+        resolved.push(BoardSpec {
+            descriptor: BoardDescriptor {
+                name: entry.id.clone(),
+                chip: entry.chip,
+                firmware: entry.firmware,
+                capabilities: Vec::new(),
+            },
+            source: Source::Inventory(Box::new(entry.clone())),
+        });
+    }
+    Ok(resolved)
+}
+
+impl BoardSpec {
+    /// Starts the virtual board, or takes the inventory's (its lock; `wait` for another run).
+    pub fn open(&self, wait: bool) -> Result<Box<dyn Board>, BoardError> {
+        let name = &self.descriptor.name;
+        Ok(match &self.source {
+            Source::Virtual { dir } => Box::new(virtual_board::VirtualBoard::start(
+                self.descriptor.chip,
+                name,
+                dir,
+            )?),
+            Source::Inventory(entry) => {
+                let mut waiting = |holder: &str| {
+                    eprintln!("waiting for board {name} (held by pid {holder})");
+                };
+                Box::new(serial::SerialBoard::open(entry, wait, &mut waiting)?)
+            }
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
+    #[error(
+        "board {0:?}: expected virtual:esp32c3, virtual:esp32, virtual:CHIP*N (N from 1 to 64) or an inventory id"
+    )]
+    Spec(String),
     #[error("starting the virtual board: {0}")]
     Start(#[from] sparring_vboard::board::BoardError),
     #[error("creating the board's directory {0}: {1}")]

@@ -586,6 +586,9 @@ impl Board for ProbeBoard {
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         None
     }
+    fn elf(&self) -> Option<&Path> {
+        Some(&self.entry.elf)
+    }
 }
 
 #[cfg(test)]

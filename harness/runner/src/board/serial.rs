@@ -8,13 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use esp_formats::Chip;
-use espflash::connection::{Connection, ResetAfterOperation, ResetBeforeOperation};
+use espflash::connection::ResetBeforeOperation;
 use wait_timeout::ChildExt;
 
 use super::inventory::{BoardEntry, FoundPort, PortSelector, ResetMethod, enumerate};
 use super::lock::{self, BoardLock};
 use super::{Board, BoardError, Capability, FirmwareKind, LabFixture};
-use crate::flash::{ChipInfo, FlashError, LoaderLink, probe};
+use crate::flash::{ChipInfo, FlashError, LoaderLink, hard_reset, probe};
 use crate::scenario::Port;
 
 /// How long a reset command may run.
@@ -124,14 +124,19 @@ fn find_by_mac(entry: &BoardEntry, mac: &str, ports: &[FoundPort]) -> Result<Fou
     ))
 }
 
-/// Probes a port no inventory entry describes: espflash's DTR/RTS reset where the port is USB
-/// (it has the lines), none elsewhere (a pty, a bare UART).
+/// Probes a port no inventory entry describes (see [`unlisted_link`]).
 pub fn probe_unlisted(port: &FoundPort) -> Result<ChipInfo, FlashError> {
+    probe(&unlisted_link(port))
+}
+
+/// How to reach the loader behind a port no inventory entry describes: espflash's DTR/RTS
+/// reset where the port is USB (it has the lines), none elsewhere (a pty, a bare UART).
+pub fn unlisted_link(port: &FoundPort) -> LoaderLink {
     let before = match port.usb {
         Some(_) => ResetBeforeOperation::DefaultReset,
         None => ResetBeforeOperation::NoReset,
     };
-    probe(&loader_link(port, before))
+    loader_link(port, before)
 }
 
 fn loader_link(port: &FoundPort, before: ResetBeforeOperation) -> LoaderLink {
@@ -193,16 +198,7 @@ impl Board for SerialBoard {
                     .try_clone_native()
                     .map_err(|e| lines(espflash::Error::from(e)))?;
                 let usb = loader_link(&self.log, ResetBeforeOperation::NoReset).usb;
-                // espflash's own post-flash reset (RTS pulse; the USB-JTAG-serial sequence by PID).
-                Connection::new(
-                    handle,
-                    usb,
-                    ResetAfterOperation::HardReset,
-                    ResetBeforeOperation::NoReset,
-                    115_200,
-                )
-                .reset()
-                .map_err(lines)
+                hard_reset(handle, usb).map_err(lines)
             }
             ResetMethod::None => Err(BoardError::NoReset {
                 board: self.entry.id.clone(),
@@ -213,5 +209,9 @@ impl Board for SerialBoard {
 
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         None
+    }
+
+    fn elf(&self) -> Option<&std::path::Path> {
+        self.entry.elf.as_deref()
     }
 }

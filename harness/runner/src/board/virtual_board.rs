@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use esp_formats::Chip;
 use espflash::connection::ResetBeforeOperation;
+use sparring_backtrace::elf_builder::{Architecture, TestElf, at};
 use sparring_vboard::board::{BoardConfig, Control};
+use sparring_vboard::esp_at::CRASH_FRAMES;
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
 
 use super::{Board, BoardError, Capability, FirmwareKind, LabFixture, LabNetwork};
@@ -20,6 +22,8 @@ pub struct VirtualBoard {
     board: Option<sparring_vboard::board::Board>,
     uart0: PathBuf,
     uart1: PathBuf,
+    /// The ESP-AT firmware's ELF, written next to the flash file.
+    elf: PathBuf,
 }
 
 impl VirtualBoard {
@@ -29,12 +33,15 @@ impl VirtualBoard {
         let mut config = BoardConfig::new(chip, dir.join("flash.bin"), dir.to_path_buf());
         config.download = true;
         let board = sparring_vboard::board::Board::start(config)?;
+        let elf = dir.join("esp-at.elf");
+        std::fs::write(&elf, esp_at_elf()).map_err(|e| BoardError::Dir(elf.clone(), e))?;
         Ok(VirtualBoard {
             name: name.to_owned(),
             chip,
             uart0: board.info.uart0.clone(),
             uart1: board.info.uart1.clone(),
             board: Some(board),
+            elf,
         })
     }
 
@@ -45,6 +52,25 @@ impl VirtualBoard {
             .map(drop)
             .ok_or(BoardError::Gone)
     }
+}
+
+/// The ELF of the virtual ESP-AT firmware: the functions its crash dump runs through, at the
+/// addresses the dump prints (Xtensa code, as the dump is), so its panics decode as a real
+/// build's do.
+pub fn esp_at_elf() -> Vec<u8> {
+    let elf = TestElf::new(Architecture::Xtensa)
+        .code_section(".iram0.text", 0x4008_0000..0x400a_0000)
+        .code_section(".flash.text", 0x400d_0000..0x400e_0000);
+    CRASH_FRAMES
+        .iter()
+        .fold(elf, |elf, frame| {
+            elf.function(
+                frame.function,
+                u64::from(frame.code.0)..u64::from(frame.code.1),
+                at(frame.file, u64::from(frame.line)),
+            )
+        })
+        .build()
 }
 
 /// The chip a `virtual:CHIP` spec names.
@@ -99,6 +125,10 @@ impl Board for VirtualBoard {
 
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         Some(self)
+    }
+
+    fn elf(&self) -> Option<&Path> {
+        Some(&self.elf)
     }
 }
 

@@ -64,7 +64,7 @@ pub(super) fn run_scenario(
     emit: &mut dyn FnMut(&RunEvent),
 ) -> ScenarioResult {
     let started = Instant::now();
-    let mut result = blank_result(bench, loaded);
+    let mut result = blank_result(&bench.identity.name, "", loaded);
     let observations = Observations::new();
     bench.observe_into(observations.clone());
     let setup = &loaded.scenario.setup;
@@ -122,6 +122,7 @@ pub(super) fn run_scenario(
         &observed,
         setup.expect_crash,
         run.allowed_resets,
+        run.bench.board.elf(),
         &mut result,
     );
     verdict::judge_warnings(&observed, &mut result);
@@ -137,6 +138,7 @@ pub(super) fn run_scenario(
     drop(observed);
     result.waited_ms = run.waited.as_millis() as u64;
     result.elapsed_ms = started.elapsed().as_millis() as u64;
+    result.harness_ms = result.elapsed_ms.saturating_sub(result.waited_ms);
     result
 }
 

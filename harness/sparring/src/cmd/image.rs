@@ -63,7 +63,7 @@ enum Sub {
     Info { file: PathBuf },
 }
 
-fn parse_chip(name: &str) -> Result<Chip, String> {
+pub(crate) fn parse_chip(name: &str) -> Result<Chip, String> {
     Chip::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = Chip::ALL.iter().map(|c| c.name()).collect();
         format!("unknown chip {name:?}; known: {}", known.join(", "))

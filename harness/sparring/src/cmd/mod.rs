@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub mod boards;
 pub mod certs;
 pub mod check;
+pub mod flash;
 pub mod image;
 pub mod monitor;
 pub mod new;

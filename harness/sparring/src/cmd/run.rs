@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use sparring_report::{RunRecord, terminal::Terminal};
 use sparring_runner::board::inventory::Inventory;
+use sparring_runner::cells::{Shard, Spread};
 use sparring_runner::executor::{self, RunOptions};
 use sparring_runner::scenario::{LoadError, load_path};
 use sparring_vboard::personality::Defect;
@@ -27,6 +28,14 @@ use sparring_vboard::personality::Defect;
 /// does not offer (heap-control, defects, lab-network) are skipped, naming it. A board is held
 /// by one run at a time. `sparring boards` lists ports and checks the inventory.
 ///
+/// Several boards run at once, as a pool: each scenario × board cell goes to whichever eligible
+/// board is free (longest first when the previous run into the same `--report` is known). A
+/// scenario runs on every board it is eligible for (chip, firmware, capabilities), on one board
+/// per chip (`--each chip`) or on one board (`--any`). Cell ids `scenario@board` (`@chip`,
+/// `@any`) are stable: `--filter` matches them or the scenario id, `--shard k/n` keeps the cells
+/// whose id hashes to shard k (adding a scenario moves no other cell), `--list` prints the cells
+/// without touching a board. `--board virtual:esp32c3*4` starts four virtual boards.
+///
 /// Writes `junit.xml`, `report.json` and `report.html` into `--report` (also after a failure
 /// or Ctrl-C, for what ran), raw and timestamped serial logs under `--report/logs/`.
 /// Exit codes: 0 all passed, 1 a scenario failed or errored, 2 usage or configuration error,
@@ -35,8 +44,8 @@ use sparring_vboard::personality::Defect;
 pub struct Args {
     /// Scenario files or directories (default: scenarios/).
     paths: Vec<PathBuf>,
-    /// Board to run on: `virtual:esp32c3`, `virtual:esp32`, or an id from the inventory;
-    /// repeat for several (they run one after another).
+    /// Board to run on: `virtual:esp32c3`, `virtual:esp32`, `virtual:esp32c3*4` (four), or an
+    /// id from the inventory; repeat for several (they run side by side).
     #[arg(long = "board", default_value = "virtual:esp32c3")]
     boards: Vec<String>,
     /// The board inventory (default: $SPARRING_BOARDS, else ./boards.toml if present).
@@ -45,9 +54,24 @@ pub struct Args {
     /// Wait for boards another sparring run holds instead of failing at once.
     #[arg(long)]
     wait_for_boards: bool,
-    /// Only scenarios whose id matches this glob (`tls-*`).
+    /// Only cells whose id (`tls-valid@desk-c3`) or scenario id matches this glob (`tls-*`).
     #[arg(long)]
     filter: Option<String>,
+    /// Run each scenario once per chip (`chip`) instead of on every eligible board.
+    #[arg(long, value_parser = ["chip"], conflicts_with = "any")]
+    each: Option<String>,
+    /// Run each scenario once, on whichever eligible board is free.
+    #[arg(long)]
+    any: bool,
+    /// Only the cells of shard K of N (`2/3`), for CI runners that split a suite.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+    /// Print the cells this run would execute and exit, touching no board.
+    #[arg(long)]
+    list: bool,
+    /// With --list: `text` (one cell id per line) or `json`.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
     /// Directory for reports and logs.
     #[arg(long, default_value = "target/sparring")]
     report: PathBuf,
@@ -85,12 +109,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if unreadable { "unreadable" } else { "invalid" }
         );
     }
-    if let Some(glob) = &args.filter {
-        let matcher = globset::Glob::new(glob)
-            .with_context(|| format!("--filter {glob:?}"))?
-            .compile_matcher();
-        scenarios.retain(|s| matcher.is_match(s.scenario.id.get_ref()));
-    }
+    let filter = match &args.filter {
+        Some(glob) => Some(
+            globset::Glob::new(glob)
+                .with_context(|| format!("--filter {glob:?}"))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
     anyhow::ensure!(!scenarios.is_empty(), "no scenario to run");
     let snapshot_dir = paths
         .iter()
@@ -109,12 +135,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         boards: args.boards,
         inventory,
         wait_for_boards: args.wait_for_boards,
+        spread: match (args.any, args.each.is_some()) {
+            (true, _) => Spread::Any,
+            (false, true) => Spread::EachChip,
+            (false, false) => Spread::Every,
+        },
+        shard: args.shard,
+        filter,
         report_dir: args.report.clone(),
         snapshot_dir,
         update_snapshots: args.update_snapshots,
         defects: args.defects,
         interrupted: interrupted.clone(),
     };
+    let (_, cells) = executor::cells(&scenarios, &options)?;
+    // An empty shard is fine (a CI runner with nothing to do); an empty filter is a typo.
+    anyhow::ensure!(
+        !cells.is_empty() || options.shard.is_some(),
+        "no cell to run: --filter {:?} matches no scenario or cell id",
+        args.filter.as_deref().unwrap_or("")
+    );
+    if args.list {
+        if args.format == "json" {
+            println!("{}", serde_json::to_string_pretty(&cells)?);
+        } else {
+            for cell in &cells {
+                match &cell.skip {
+                    Some(reason) => println!("{}  (skipped: {reason})", cell.id),
+                    None => println!("{}", cell.id),
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut terminal = Terminal::default();
     let mut record = RunRecord::default();
     let result = executor::run(&scenarios, &options, &mut |event| {

@@ -122,3 +122,33 @@ pub fn power_off(board: &VboardProcess) -> serde_json::Value {
 pub fn lock_dir(dir: &Path) -> PathBuf {
     dir.join("locks")
 }
+
+/// Resets the board with `sparring vboard ctl SOCKET reset`, as a lab's reset command does,
+/// and returns its log port's output up to the app's `App version:` line (10 s at most).
+pub fn boot_log(board: &VboardProcess) -> String {
+    let mut port = serialport::new(board.info.uart0.to_string_lossy(), 115_200)
+        .timeout(std::time::Duration::from_millis(100))
+        .open_native()
+        .expect("the log port opens");
+    let reset = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["vboard", "ctl"])
+        .arg(&board.info.control)
+        .arg("reset")
+        .output()
+        .expect("sparring vboard ctl runs");
+    assert!(reset.status.success(), "vboard ctl reset: {reset:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = Vec::new();
+    let mut buf = [0u8; 1024];
+    let complete = |log: &[u8]| {
+        let text = String::from_utf8_lossy(log);
+        text.split_once("App version:")
+            .is_some_and(|(_, rest)| rest.contains('\n'))
+    };
+    while std::time::Instant::now() < deadline && !complete(&log) {
+        if let Ok(n) = std::io::Read::read(&mut port, &mut buf) {
+            log.extend_from_slice(&buf[..n]);
+        }
+    }
+    String::from_utf8_lossy(&log).into_owned()
+}

@@ -1,11 +1,13 @@
-//! Test support (feature `test-support`): small ESP32 app ELF files built in memory, so tests
-//! know exactly which function, file and line each address must decode to.
+//! Small ESP32 app ELF files built in memory (feature `elf-builder`), so tests know exactly
+//! which function, file and line each address must decode to, and the virtual board's
+//! firmware has an ELF that decodes the panics it prints.
 //!
 //! Each function becomes one DWARF compilation unit (DWARF 4, 32-bit addresses) with a
 //! `DW_TAG_subprogram` and a line program, plus an `STT_FUNC` symbol. Mangled names (`_Z…`,
 //! Rust's legacy `_ZN…17h…E`) are written as `DW_AT_linkage_name` in a C++ or Rust unit.
-//! Panics on misuse: this is test code.
+//! Panics on misuse (a function outside every code section): callers build from fixed tables.
 
+#[cfg(feature = "test-support")]
 pub mod fixtures;
 
 use std::ops::Range;
@@ -53,6 +55,7 @@ struct Function<'a> {
 pub struct TestElf<'a> {
     machine: elf::Machine,
     code_sections: Vec<(&'a str, Range<u64>)>,
+    data_sections: Vec<(&'a str, u64, &'a [u8])>,
     functions: Vec<Function<'a>>,
     bare_symbols: Vec<(&'a str, Range<u64>)>,
 }
@@ -68,6 +71,7 @@ impl<'a> TestElf<'a> {
         TestElf {
             machine,
             code_sections: Vec::new(),
+            data_sections: Vec::new(),
             functions: Vec::new(),
             bare_symbols: Vec::new(),
         }
@@ -76,6 +80,13 @@ impl<'a> TestElf<'a> {
     /// An executable (SHF_EXECINSTR) section such as `.flash.text` or `.iram0.text`.
     pub fn code_section(mut self, name: &'a str, addresses: Range<u64>) -> Self {
         self.code_sections.push((name, addresses));
+        self
+    }
+
+    /// A loaded data section with these bytes, such as `.flash.appdesc` (the app descriptor
+    /// espflash and the bootloader read).
+    pub fn data_section(mut self, name: &'a str, address: u64, bytes: &'a [u8]) -> Self {
+        self.data_sections.push((name, address, bytes));
         self
     }
 
@@ -140,6 +151,16 @@ impl<'a> TestElf<'a> {
             let size = usize::try_from(addresses.end - addresses.start).expect("section size");
             section.data = SectionData::Data(vec![0; size].into());
             code_section_ids.push((section.id(), addresses.clone()));
+        }
+
+        for (name, address, bytes) in &self.data_sections {
+            let section = builder.sections.add();
+            section.name = name.as_bytes().into();
+            section.sh_type = elf::SHT_PROGBITS;
+            section.sh_flags = elf::SHF_ALLOC;
+            section.sh_addr = *address;
+            section.sh_addralign = 16;
+            section.data = SectionData::Data(bytes.to_vec().into());
         }
 
         let debug_sections = self.dwarf();
