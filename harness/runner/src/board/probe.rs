@@ -506,12 +506,20 @@ impl ProbeBoard {
             }
         })?;
         let lock = lock::acquire(&entry.id, wait, waiting)?;
-        let probe = ProbeSession::attach(lister, &entry.probe, &entry.target).map_err(|e| {
-            InventoryError::Absent {
-                id: entry.id.clone(),
-                what: format!("{e} ({})", entry.origin),
-            }
-        })?;
+        let probe =
+            ProbeSession::attach(lister, &entry.probe, &entry.target).map_err(|e| match e {
+                // Not there (or not told apart): as a serial board whose port is absent.
+                ProbeError::NoProbe { .. } | ProbeError::Ambiguous { .. } => {
+                    BoardError::from(InventoryError::Absent {
+                        id: entry.id.clone(),
+                        what: format!("{e} ({})", entry.origin),
+                    })
+                }
+                other => BoardError::Probe {
+                    board: entry.id.clone(),
+                    source: Box::new(other),
+                },
+            })?;
         Ok(ProbeBoard {
             entry: entry.clone(),
             chip,
@@ -964,6 +972,23 @@ mod tests {
             observations.lock().at.lines().is_empty(),
             "RTT is the log port only"
         );
+    }
+
+    #[test]
+    fn an_arm_target_is_not_opened_as_a_board() {
+        let entry = ProbeEntry {
+            id: "nrf".into(),
+            probe: selector("1366:1051"),
+            target: "nRF52840_xxAA".into(),
+            log: ProbeLog::Rtt,
+            elf: PathBuf::from("app.elf"),
+            firmware: FirmwareKind::App,
+            origin: "boards.toml:1".into(),
+        };
+        let error = ProbeBoard::open(&entry, &lister(&["000111"]), false, &mut |_| {})
+            .err()
+            .expect("the Board trait names boards by ESP chip");
+        assert!(matches!(error, BoardError::NotEsp { .. }), "{error}");
     }
 
     #[test]
