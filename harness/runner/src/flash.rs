@@ -105,6 +105,7 @@ impl LoaderLink {
             manufacturer: None,
             product: None,
             location: None,
+            interface: None,
         };
         LoaderLink { path, usb, before }
     }

@@ -287,6 +287,10 @@ fn inventory_errors_name_file_line_and_column() {
             "[[board]]\nid = \"a\"\nchip = \"esp32\"\nlog_port = \"/dev/null\"\nbaud = 9600\n",
             ":5:1: unknown field `baud`",
         ),
+        (
+            "[[board]]\nid = \"a\"\nprobe = \"303a:1001\"\ntarget = \"esp32c9\"\nlog = \"rtt\"\nelf = \"a.elf\"\n",
+            ":4:10: target \"esp32c9\": not a probe-rs target; close names: esp32c2, esp32c3,",
+        ),
     ];
     for (index, (inventory, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("boards-{index}.toml"));

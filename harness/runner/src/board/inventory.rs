@@ -1,11 +1,14 @@
 //! `boards.toml`: the lab (where services listen, the Wi-Fi boards join, SNTP's port) and the
-//! boards in it, each found by a port path, by USB identity (serial number, VID:PID, location)
-//! or by the MAC its ROM loader reports. Every error names the file, line and column.
+//! boards in it: serial boards, each found by a port path, by USB identity (serial number,
+//! VID:PID, location) or by the MAC its ROM loader reports; and debug-probe boards, found by
+//! their probe's `VID:PID:SERIAL` (a `[[board]]` with `probe = ...`). Every error names the
+//! file, line and column.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use esp_formats::Chip;
+use probe_rs::probe::DebugProbeSelector;
 use serde::Deserialize;
 use serialport::{SerialPortInfo, SerialPortType, UsbPortInfo};
 use toml::Spanned;
@@ -34,6 +37,10 @@ pub enum InventoryError {
     },
     #[error("board {id}: {what}")]
     Absent { id: String, what: String },
+    #[error(
+        "board {0:?} ({1}) is a debug-probe board: sparring run drives serial boards only so far (the bench reads ports by path and flashes through the ROM loader)"
+    )]
+    ProbeBoard(String, String),
     #[error("no board {0:?} in the inventory {1} (known: {2})")]
     Unknown(String, PathBuf, String),
     #[error(
@@ -48,6 +55,8 @@ pub struct Inventory {
     pub path: PathBuf,
     pub lab: Lab,
     pub boards: Vec<BoardEntry>,
+    /// Boards behind debug probes (`probe = ...`).
+    pub probe_boards: Vec<ProbeEntry>,
 }
 
 /// Where the services are and what the boards are told.
@@ -90,6 +99,32 @@ pub struct BoardEntry {
     pub elf: Option<PathBuf>,
     /// `file:line` of the entry, for messages.
     pub origin: String,
+}
+
+/// One `[[board]]` with `probe = ...`: flashed, reset and (with `log = "rtt"`) read through a
+/// debug probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeEntry {
+    pub id: String,
+    /// probe-rs's `VID:PID[:SERIAL]`.
+    pub probe: DebugProbeSelector,
+    /// A probe-rs target name, as its registry spells it (`nRF52840_xxAA`, `esp32c3`).
+    pub target: String,
+    pub log: ProbeLog,
+    /// What to flash, relative paths resolved against the inventory's directory.
+    pub elf: PathBuf,
+    pub firmware: FirmwareKind,
+    /// `file:line` of the entry, for messages.
+    pub origin: String,
+}
+
+/// Where a debug-probe board's log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeLog {
+    /// RTT up channel 0, read through the probe.
+    Rtt,
+    /// A serial port (a UART bridge, the ESP USB-JTAG-serial's CDC port).
+    Port(PathBuf),
 }
 
 /// How a port is found.
@@ -148,7 +183,7 @@ struct LabFile {
 #[serde(deny_unknown_fields)]
 struct BoardFile {
     id: Spanned<String>,
-    chip: Spanned<String>,
+    chip: Option<Spanned<String>>,
     log_port: Option<PathBuf>,
     usb: Option<UsbMatch>,
     mac: Option<Spanned<String>>,
@@ -159,6 +194,10 @@ struct BoardFile {
     #[serde(default)]
     firmware: FirmwareKind,
     elf: Option<Spanned<PathBuf>>,
+    // Debug-probe boards only.
+    probe: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +272,7 @@ impl Inventory {
             lab.reopen_ms = lab_file.reopen_ms.unwrap_or(lab.reopen_ms);
         }
         let mut boards: Vec<BoardEntry> = Vec::new();
+        let mut probe_boards: Vec<ProbeEntry> = Vec::new();
         for spanned in file.board {
             let start = spanned.span().start;
             let board = spanned.into_inner();
@@ -245,18 +285,45 @@ impl Inventory {
                     ),
                 ));
             }
-            if boards.iter().any(|b| b.id == id) {
+            if boards.iter().any(|b| b.id == id) || probe_boards.iter().any(|b| b.id == id) {
                 return Err(invalid(
                     board.id.span().start,
                     format!("id {id:?} is used by an earlier board"),
                 ));
             }
-            let chip = Chip::from_name(board.chip.get_ref()).ok_or_else(|| {
+            if board.probe.is_some() {
+                let entry =
+                    probe_entry(path, text, start, id, board).map_err(|(at, m)| invalid(at, m))?;
+                probe_boards.push(entry);
+                continue;
+            }
+            let probe_keys = given_keys([
+                ("target", board.target.is_some()),
+                ("log", board.log.is_some()),
+            ]);
+            if !probe_keys.is_empty() {
+                return Err(invalid(
+                    start,
+                    format!(
+                        "board {id}: a serial board takes no {} (debug-probe board keys: add probe = \"VID:PID:SERIAL\" for one)",
+                        probe_keys.join(", ")
+                    ),
+                ));
+            }
+            let Some(chip_name) = &board.chip else {
+                return Err(invalid(
+                    start,
+                    format!(
+                        "board {id}: expected chip (a serial board) or probe (a debug-probe board)"
+                    ),
+                ));
+            };
+            let chip = Chip::from_name(chip_name.get_ref()).ok_or_else(|| {
                 invalid(
-                    board.chip.span().start,
+                    chip_name.span().start,
                     format!(
                         "chip {:?}: expected esp32, esp32s2, esp32s3, esp32c2, esp32c3, esp32c6 or esp32h2",
-                        board.chip.get_ref()
+                        chip_name.get_ref()
                     ),
                 )
             })?;
@@ -327,20 +394,11 @@ impl Inventory {
                     }
                 }
             };
-            // Relative to the inventory, as the file's other paths are read by its author.
-            let elf = match board.elf {
-                Some(elf) => {
-                    let resolved = path.parent().unwrap_or(Path::new(".")).join(elf.get_ref());
-                    if !resolved.is_file() {
-                        return Err(invalid(
-                            elf.span().start,
-                            format!("elf {:?}: no such file", resolved.display().to_string()),
-                        ));
-                    }
-                    Some(resolved)
-                }
-                None => None,
-            };
+            let elf = board
+                .elf
+                .map(|elf| existing_elf(path, &elf))
+                .transpose()
+                .map_err(|(at, m)| invalid(at, m))?;
             let (line, _) = line_column(text, start);
             boards.push(BoardEntry {
                 id,
@@ -357,15 +415,122 @@ impl Inventory {
             path: path.to_owned(),
             lab,
             boards,
+            probe_boards,
         })
     }
 
     pub fn board(&self, id: &str) -> Result<&BoardEntry, InventoryError> {
+        if let Some(probe_board) = self.probe_boards.iter().find(|b| b.id == id) {
+            return Err(InventoryError::ProbeBoard(
+                id.to_owned(),
+                probe_board.origin.clone(),
+            ));
+        }
         self.boards.iter().find(|b| b.id == id).ok_or_else(|| {
             let known: Vec<&str> = self.boards.iter().map(|b| b.id.as_str()).collect();
             InventoryError::Unknown(id.to_owned(), self.path.clone(), known.join(", "))
         })
     }
+}
+
+/// A `[[board]]` with `probe = ...`; errors are (byte offset, what was expected).
+fn probe_entry(
+    path: &Path,
+    text: &str,
+    start: usize,
+    id: String,
+    board: BoardFile,
+) -> Result<ProbeEntry, (usize, String)> {
+    // Each of these finds, resets or names a serial board; a probe board has its own.
+    let serial_keys = given_keys([
+        ("chip (the target names the chip)", board.chip.is_some()),
+        ("usb", board.usb.is_some()),
+        ("mac", board.mac.is_some()),
+        ("reset (the probe resets the board)", board.reset.is_some()),
+        ("at_port", board.at_port.is_some()),
+        ("at_usb", board.at_usb.is_some()),
+    ]);
+    if !serial_keys.is_empty() {
+        return Err((
+            start,
+            format!(
+                "board {id}: a debug-probe board (probe = ...) takes probe, target, log or log_port, elf and firmware; not {}",
+                serial_keys.join(", ")
+            ),
+        ));
+    }
+    let selector_text = board.probe.as_ref().map_or("", |p| p.get_ref().as_str());
+    let selector_at = board.probe.as_ref().map_or(start, |p| p.span().start);
+    let probe = super::probe::parse_selector(selector_text).map_err(|m| (selector_at, m))?;
+    let target_name = board.target.ok_or_else(|| {
+        (
+            start,
+            format!(
+                "board {id}: expected target = a probe-rs target name, e.g. \"esp32c3\" or \"nRF52840_xxAA\""
+            ),
+        )
+    })?;
+    let target = super::probe::known_target(target_name.get_ref())
+        .map_err(|m| (target_name.span().start, m))?;
+    let log = match (board.log, board.log_port) {
+        (Some(log), None) if log.get_ref() == "rtt" => ProbeLog::Rtt,
+        (None, Some(port)) => ProbeLog::Port(port),
+        (Some(log), None) => {
+            return Err((
+                log.span().start,
+                format!(
+                    "log {:?}: expected \"rtt\" (or log_port = a serial port instead)",
+                    log.get_ref()
+                ),
+            ));
+        }
+        _ => {
+            return Err((
+                start,
+                format!("board {id}: expected exactly one of log = \"rtt\" or log_port"),
+            ));
+        }
+    };
+    let elf = board.elf.ok_or_else(|| {
+        (
+            start,
+            format!("board {id}: expected elf = the firmware to flash"),
+        )
+    })?;
+    let elf = existing_elf(path, &elf)?;
+    let (line, _) = line_column(text, start);
+    Ok(ProbeEntry {
+        id,
+        probe,
+        target,
+        log,
+        elf,
+        firmware: board.firmware,
+        origin: format!("{}:{line}", path.display()),
+    })
+}
+
+/// An `elf` key, relative to the inventory as the file's other paths are read by its author;
+/// errors are (byte offset, what was expected).
+fn existing_elf(inventory: &Path, elf: &Spanned<PathBuf>) -> Result<PathBuf, (usize, String)> {
+    let resolved = inventory
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(elf.get_ref());
+    if !resolved.is_file() {
+        return Err((
+            elf.span().start,
+            format!("elf {:?}: no such file", resolved.display().to_string()),
+        ));
+    }
+    Ok(resolved)
+}
+
+/// The keys of `keys` that the entry gives.
+fn given_keys<const N: usize>(keys: [(&'static str, bool); N]) -> Vec<&'static str> {
+    keys.into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+        .collect()
 }
 
 fn check_usb(usb: UsbMatch) -> Result<UsbMatch, String> {
@@ -579,6 +744,7 @@ mod tests {
             manufacturer: None,
             product: None,
             location: None,
+            interface: None,
         };
         let by_ids = UsbMatch {
             vid_pid: Some("303a:1001".into()),
@@ -590,6 +756,69 @@ mod tests {
             ..by_ids.clone()
         };
         assert!(!wrong_serial.matches(&usb));
+    }
+
+    fn parse_error(text: &str) -> String {
+        Inventory::parse(Path::new("lab/boards.toml"), text)
+            .expect_err("an invalid inventory")
+            .to_string()
+    }
+
+    #[test]
+    fn a_probe_board_is_read_with_its_selector_target_log_and_elf() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("build")).expect("build dir");
+        std::fs::write(dir.path().join("build/app.elf"), b"\x7fELF").expect("written");
+        let text = "[[board]]\nid = \"nrf\"\nprobe = \"1366:1051:000683\"\ntarget = \"nRF52840_xxAA\"\nlog = \"rtt\"\nelf = \"build/app.elf\"\nfirmware = \"app\"\n";
+        let inventory = Inventory::parse(&dir.path().join("boards.toml"), text).expect("valid");
+        assert!(inventory.boards.is_empty());
+        let [board] = inventory.probe_boards.as_slice() else {
+            panic!("one probe board expected: {:?}", inventory.probe_boards);
+        };
+        assert_eq!(board.probe.vendor_id, 0x1366);
+        assert_eq!(board.probe.serial_number.as_deref(), Some("000683"));
+        assert_eq!(board.target, "nRF52840_xxAA");
+        assert_eq!(board.log, ProbeLog::Rtt);
+        assert_eq!(board.elf, dir.path().join("build/app.elf"));
+        let said = inventory
+            .board("nrf")
+            .expect_err("not a serial board")
+            .to_string();
+        assert!(said.contains("debug-probe board"), "{said}");
+    }
+
+    #[test]
+    fn probe_board_errors_name_line_column_and_the_conflict() {
+        let said = parse_error(
+            "[[board]]\nid = \"c3\"\nprobe = \"303a\"\ntarget = \"esp32c3\"\nlog = \"rtt\"\nelf = \"a.elf\"\n",
+        );
+        assert!(
+            said.starts_with("lab/boards.toml:3:9: probe \"303a\""),
+            "{said}"
+        );
+        let said = parse_error(
+            "[[board]]\nid = \"c3\"\nprobe = \"303a:1001\"\ntarget = \"esp32c7\"\nlog = \"rtt\"\nelf = \"a.elf\"\n",
+        );
+        assert!(
+            said.starts_with("lab/boards.toml:4:10: target \"esp32c7\""),
+            "{said}"
+        );
+        assert!(said.contains("esp32c3"), "close names listed: {said}");
+        let said = parse_error(
+            "[[board]]\nid = \"c3\"\nprobe = \"303a:1001\"\nchip = \"esp32c3\"\nreset = \"none\"\ntarget = \"esp32c3\"\nlog = \"rtt\"\nelf = \"a.elf\"\n",
+        );
+        assert!(
+            said.starts_with("lab/boards.toml:1:1: board c3: a debug-probe board"),
+            "{said}"
+        );
+        assert!(said.contains("chip") && said.contains("reset"), "{said}");
+        let said = parse_error(
+            "[[board]]\nid = \"c3\"\nchip = \"esp32c3\"\nlog_port = \"/dev/ttyACM0\"\nlog = \"rtt\"\n",
+        );
+        assert!(
+            said.contains("board c3: a serial board takes no log (debug-probe board keys"),
+            "{said}"
+        );
     }
 
     #[test]

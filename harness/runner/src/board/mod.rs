@@ -5,11 +5,13 @@
 //! reaches through [`LabFixture`]. A fixture is like a USB relay or an access point: it acts on
 //! the board, it never reports facts about it (those come from the ports and the services).
 //!
-//! Backends: [`virtual_board`] (the in-process virtual ESP32, every capability) and [`serial`]
-//! (any board on serial ports, named in a `boards.toml` [`inventory`]).
+//! Backends: [`virtual_board`] (the in-process virtual ESP32, every capability), [`serial`]
+//! (any board on serial ports, named in a `boards.toml` [`inventory`]) and [`probe`] (a board
+//! behind a debug probe, through probe-rs; flashing and RTT through its own methods so far).
 
 pub mod inventory;
 pub mod lock;
+pub mod probe;
 pub mod serial;
 pub mod virtual_board;
 
@@ -280,6 +282,17 @@ pub enum BoardError {
         board: String,
         port: String,
         source: Box<espflash::Error>,
+    },
+    #[error(
+        "board {board}: target {target} is not an ESP32 chip; the Board trait names boards by ESP chip, so only its probe backend's own flashing and RTT serve it"
+    )]
+    NotEsp { board: String, target: String },
+    #[error("board {board} is flashed through its debug probe, not through a ROM loader")]
+    NoLoader { board: String },
+    #[error("board {board}: {source}")]
+    Probe {
+        board: String,
+        source: Box<probe::ProbeError>,
     },
     #[error(transparent)]
     Inventory(#[from] inventory::InventoryError),

@@ -1,5 +1,5 @@
-//! `sparring boards`: what is attached, which inventory entry each port is, and what the boards'
-//! ROM loaders say.
+//! `sparring boards`: what is attached (serial ports, debug probes), which inventory entry each
+//! is, and what the boards' ROM loaders say.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,17 +8,20 @@ use std::time::Duration;
 use anyhow::Context;
 use sparring_runner::bench::Bench;
 use sparring_runner::board::inventory::{
-    self, BoardEntry, FoundPort, Inventory, PortSelector, location_name,
+    self, BoardEntry, FoundPort, Inventory, PortSelector, ProbeEntry, location_name,
 };
+use sparring_runner::board::probe::{self, DebugProbeInfo, Lister};
 use sparring_runner::board::serial::{SerialBoard, probe_unlisted};
 
-/// List serial ports and the inventory's boards; `--probe` asks each board's ROM loader for
-/// chip, MAC and flash size; `sparring boards check` validates an inventory.
+/// List serial ports, debug probes and the inventory's boards; `--probe` asks each board's ROM
+/// loader for chip, MAC and flash size; `sparring boards check` validates an inventory.
 ///
 /// Each port is shown with VID:PID, serial number, manufacturer, product and USB location,
 /// the USB-serial bridge it is (CP210x, CH340, CH9102, FTDI, Espressif USB-JTAG-serial — whose
 /// serial number is the chip's MAC), and the `boards.toml` entry it belongs to. Ports the
 /// inventory names by path are listed even when the system does not enumerate them (ptys).
+/// Debug probes (probe-rs's drivers: J-Link, ST-Link, CMSIS-DAP, ESP USB-JTAG, ...) are listed
+/// with their `VID:PID:SERIAL` selector and the `boards.toml` entry whose `probe` matches.
 ///
 /// `--probe` resets each USB port or inventory board into its ROM loader (espflash's DTR/RTS
 /// sequences; the entry's own reset commands, or no reset, where the inventory says so), reads
@@ -118,11 +121,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let probes = probe::list_probes(&Lister::new());
+    if probes.is_empty() {
+        println!("no debug probes found");
+    }
+    for found in &probes {
+        let entry = inventory
+            .as_ref()
+            .and_then(|i| i.probe_boards.iter().find(|b| b.probe.matches_probe(found)));
+        println!("{}", describe_probe(found, entry));
+    }
     Ok(if failed {
         super::exit_problem()
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn describe_probe(found: &DebugProbeInfo, entry: Option<&ProbeEntry>) -> String {
+    let owner = match entry {
+        Some(entry) => format!("= {} ({})", entry.id, entry.origin),
+        None => "(not in the inventory)".to_owned(),
+    };
+    format!(
+        "debug probe {}  {}  {owner}",
+        probe::selector_text(found),
+        found.identifier
+    )
 }
 
 fn check(file: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -168,10 +193,26 @@ fn check(file: Option<&Path>) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let lister = Lister::new();
+    for entry in &inventory.probe_boards {
+        match probe::find_probe(&lister, &entry.probe) {
+            Ok(found) => println!(
+                "present  {} ({}): debug probe {} {}",
+                entry.id,
+                entry.origin,
+                probe::selector_text(&found),
+                found.identifier
+            ),
+            Err(e) => {
+                absent += 1;
+                println!("ABSENT   {} ({}): {e}", entry.id, entry.origin);
+            }
+        }
+    }
+    let boards = inventory.boards.len() + inventory.probe_boards.len();
     println!(
-        "{} board(s), {} present, {absent} absent",
-        inventory.boards.len(),
-        inventory.boards.len() - absent
+        "{boards} board(s), {} present, {absent} absent",
+        boards - absent
     );
     Ok(if absent == 0 {
         ExitCode::SUCCESS
