@@ -90,10 +90,17 @@ impl Environment {
         observations: Arc<Observations>,
         lab: &Lab,
         names_resolve: bool,
+        time_scale: u32,
     ) -> Result<Environment, EnvironmentError> {
         let profile = setup.server_profile.as_deref().unwrap_or("valid");
         let mut config = gate::from_pki(pki, profile, setup.client_auth)?;
         config.broker = setup.broker.clone();
+        // The broker is part of the lab: its delays run on the board's clock too.
+        config.broker.delay_ms /= u64::from(time_scale.max(1));
+        config.broker.disconnect_after_ms = config
+            .broker
+            .disconnect_after_ms
+            .map(|ms| ms / u64::from(time_scale.max(1)));
         config.tls = setup.tls.clone();
         config.mqtt5_upstream = Some(broker.v5);
         config.handshake_timeout = Duration::from_secs(10);

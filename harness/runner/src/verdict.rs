@@ -117,7 +117,8 @@ pub fn judge_warnings(
 }
 
 /// The facts of a scenario, from the ports and the services' events.
-pub fn facts(observed: &Observed) -> Facts {
+/// Durations the broker measured are wall time: `time_scale` turns them into board time.
+pub fn facts(observed: &Observed, time_scale: u32) -> Facts {
     let mut facts = Facts::default();
     for event in &observed.events {
         match &event.kind {
@@ -154,7 +155,7 @@ pub fn facts(observed: &Observed) -> Facts {
     }
     let attempts = broker_attempts(&observed.events);
     facts.connect_attempts = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
-    facts.last_backoff_ms = last_backoff_ms(&attempts);
+    facts.last_backoff_ms = last_backoff_ms(&attempts).map(|ms| ms.saturating_mul(time_scale));
     if let Some((free, low)) = heap_report(observed) {
         facts.free_heap = Some(free);
         facts.heap_low_water = Some(low);

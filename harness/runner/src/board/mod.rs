@@ -39,14 +39,17 @@ pub enum Capability {
     Defects,
     /// Power off and on.
     Power,
+    /// The firmware's own waits can run faster than real time (virtual boards).
+    TimeScale,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::LabNetwork,
         Capability::HeapControl,
         Capability::Defects,
         Capability::Power,
+        Capability::TimeScale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Capability {
             Capability::HeapControl => "heap-control",
             Capability::Defects => "defects",
             Capability::Power => "power",
+            Capability::TimeScale => "time-scale",
         }
     }
 
@@ -112,6 +116,9 @@ pub trait LabFixture {
     fn reserve_heap(&mut self, bytes: u32) -> Result<(), BoardError>;
     /// Defect switch names as the virtual firmware knows them (`skip-cn-check`).
     fn set_defects(&mut self, defects: &[String]) -> Result<(), BoardError>;
+    /// Makes the firmware's own waits (reconnect, keep-alive, retransmit) run `scale` times
+    /// faster; facts measured broker-side are multiplied back into board time.
+    fn set_time_scale(&mut self, scale: u32) -> Result<(), BoardError>;
 }
 
 /// A board the executor can drive.

@@ -159,4 +159,8 @@ impl LabFixture for VirtualBoard {
             .collect();
         self.control(Control::SetDefects { defects })
     }
+
+    fn set_time_scale(&mut self, scale: u32) -> Result<(), BoardError> {
+        self.control(Control::SetTimeScale { scale })
+    }
 }

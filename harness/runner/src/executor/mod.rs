@@ -50,7 +50,13 @@ pub struct RunOptions {
     pub defects: Vec<String>,
     /// Set by Ctrl-C: finish the current step, skip the rest, still report.
     pub interrupted: Arc<AtomicBool>,
+    /// How many times faster than real time a virtual board's firmware waits (reconnect,
+    /// keep-alive); real boards run in real time.
+    pub time_scale: u32,
 }
+
+/// Virtual boards' default: a 10 s esp-mqtt reconnect takes 1 s.
+pub const DEFAULT_TIME_SCALE: u32 = 10;
 
 impl RunOptions {
     /// A plain run: no inventory, no defects, snapshots checked, not interrupted.
@@ -67,6 +73,7 @@ impl RunOptions {
             update_snapshots: false,
             defects: Vec::new(),
             interrupted: Arc::new(AtomicBool::new(false)),
+            time_scale: DEFAULT_TIME_SCALE,
         }
     }
 }

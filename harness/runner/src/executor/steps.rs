@@ -55,6 +55,8 @@ pub(crate) struct ScenarioRun<'a> {
     cursor: BTreeMap<&'static str, usize>,
     allowed_resets: usize,
     waited: Duration,
+    /// How much faster than real time the board's own waits run (1 on real boards).
+    time_scale: u32,
 }
 
 pub(super) fn run_scenario(
@@ -69,6 +71,11 @@ pub(super) fn run_scenario(
     bench.observe_into(observations.clone());
     let setup = &loaded.scenario.setup;
     let names_resolve = bench.board.has(Capability::LabNetwork);
+    let time_scale = if bench.board.has(Capability::TimeScale) {
+        context.options.time_scale.max(1)
+    } else {
+        1
+    };
     let env = match Environment::start(
         context.runtime,
         bench.board.chip(),
@@ -78,6 +85,7 @@ pub(super) fn run_scenario(
         observations.clone(),
         context.lab,
         names_resolve,
+        time_scale,
     ) {
         Ok(env) => env,
         Err(e) => {
@@ -86,7 +94,7 @@ pub(super) fn run_scenario(
             return result;
         }
     };
-    if let Err(e) = set_up_fixture(context, bench, loaded, &env) {
+    if let Err(e) = set_up_fixture(context, bench, loaded, &env, time_scale) {
         result.verdict = Verdict::Error;
         result.reason = e.to_string();
         return result;
@@ -99,6 +107,7 @@ pub(super) fn run_scenario(
         env,
         cursor: BTreeMap::new(),
         allowed_resets: 0,
+        time_scale,
         waited: Duration::ZERO,
     };
     let outcome = match plan::expand(loaded) {
@@ -126,7 +135,7 @@ pub(super) fn run_scenario(
         &mut result,
     );
     verdict::judge_warnings(&observed, setup.warn_if_connected.as_deref(), &mut result);
-    result.facts = verdict::facts(&observed);
+    result.facts = verdict::facts(&observed, run.time_scale);
     run.bench.note_firmware(&observed);
     result.facts.firmware = run.bench.identity.firmware.clone();
     let dir = context
@@ -142,13 +151,14 @@ pub(super) fn run_scenario(
     result
 }
 
-/// The lab equipment for this scenario: network, defect switches, heap — on boards that have
-/// them (a scenario needing one the board lacks was skipped before it got here).
+/// The lab equipment for this scenario: network, defect switches, heap, board time — on boards
+/// that have them (a scenario needing one the board lacks was skipped before it got here).
 fn set_up_fixture(
     context: &Context<'_>,
     bench: &mut Bench,
     loaded: &LoadedScenario,
     env: &Environment,
+    time_scale: u32,
 ) -> Result<(), BoardError> {
     let setup = &loaded.scenario.setup;
     let has = |c| bench.board.has(c);
@@ -157,9 +167,13 @@ fn set_up_fixture(
         has(Capability::Defects),
         has(Capability::HeapControl),
     );
+    let scaled = has(Capability::TimeScale);
     let Some(fixture) = bench.board.fixture() else {
         return Ok(());
     };
+    if scaled {
+        fixture.set_time_scale(time_scale)?;
+    }
     if network {
         fixture.set_network(&env.lab_network(context.lab))?;
     }
@@ -350,7 +364,7 @@ impl ScenarioRun<'_> {
                 }
             }
             Step::Assert(a) => {
-                let value = fact(&self.observations.lock(), &a.fact)?;
+                let value = fact(&self.observations.lock(), &a.fact, self.time_scale)?;
                 let low = a.at_least.is_some_and(|min| value < min);
                 let high = a.at_most.is_some_and(|max| value > max);
                 if low || high {
@@ -529,8 +543,8 @@ fn bench_error(e: BenchError) -> StepFailure {
 }
 
 /// A fact an `assert` step checks, from the ports and the services' events only.
-fn fact(observed: &Observed, name: &str) -> Result<i64, StepFailure> {
-    let facts = verdict::facts(observed);
+fn fact(observed: &Observed, name: &str, time_scale: u32) -> Result<i64, StepFailure> {
+    let facts = verdict::facts(observed, time_scale);
     let missing = |what: &str| StepFailure::Error(format!("{name}: {what}"));
     Ok(match name {
         "free-heap" | "heap-low-water" => {

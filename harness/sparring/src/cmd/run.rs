@@ -84,6 +84,11 @@ pub struct Args {
     /// no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm.
     #[arg(long = "defect", value_parser = parse_defect)]
     defects: Vec<String>,
+    /// How many times faster than real time virtual boards' firmware waits (esp-mqtt's 10 s
+    /// reconnect, keep-alive, retransmits); 1 is real time. Facts the broker measures are
+    /// converted back into board time. Real boards always run in real time.
+    #[arg(long, default_value_t = executor::DEFAULT_TIME_SCALE, value_parser = clap::value_parser!(u32).range(1..=100))]
+    time_scale: u32,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -148,6 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         update_snapshots: args.update_snapshots,
         defects: args.defects,
         interrupted: interrupted.clone(),
+        time_scale: args.time_scale,
     };
     let (_, cells) = executor::cells(&scenarios, &options)?;
     // An empty shard is fine (a CI runner with nothing to do); an empty filter is a typo.
