@@ -312,7 +312,8 @@ pub struct LoadedScenario {
     pub scenario: Scenario,
 }
 
-/// An error in a scenario file, located by line and column (both 1-based).
+/// An error in a TOML file sparring reads (scenario, step library, board inventory), located by
+/// line and column (both 1-based).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
@@ -339,7 +340,12 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn invalid(path: &Path, text: &str, offset: usize, message: impl fmt::Display) -> LoadError {
+pub(crate) fn invalid(
+    path: &Path,
+    text: &str,
+    offset: usize,
+    message: impl fmt::Display,
+) -> LoadError {
     let (line, column) = line_column(text, offset);
     LoadError::Invalid {
         path: path.to_owned(),
@@ -556,13 +562,21 @@ fn steps_value_offset(text: &str) -> usize {
 /// Loads one file, with the library files it includes: a broken include stops `sparring run`
 /// before anything runs, as a broken scenario does.
 pub fn load_file(path: &Path) -> Result<LoadedScenario, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    load_text(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// The scenario in `text` (read from `path`), its includes checked as the run expands them.
+fn load_text(path: &Path, text: &str) -> Result<LoadedScenario, LoadError> {
     let loaded = LoadedScenario {
         path: path.to_owned(),
-        scenario: parse(path, &text)?,
+        scenario: parse(path, text)?,
     };
     crate::plan::expand(&loaded)?;
     Ok(loaded)
@@ -598,7 +612,9 @@ pub fn load_path(path: &Path) -> (Vec<LoadedScenario>, Vec<LoadError>) {
     let mut loaded = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match load_file(&file).and_then(|s| expand_matrix(&file, s)) {
+        let expanded = read(&file)
+            .and_then(|text| load_text(&file, &text).and_then(|s| expand_matrix(&file, &text, s)));
+        match expanded {
             Ok(expanded) => loaded.extend(expanded),
             Err(e) => errors.push(e),
         }
@@ -613,29 +629,26 @@ const MAX_MATRIX_CELLS: usize = 256;
 /// has none), each parsed from the file with `${matrix.NAME}` replaced.
 pub fn expand_matrix(
     path: &Path,
+    text: &str,
     loaded: LoadedScenario,
 ) -> Result<Vec<LoadedScenario>, LoadError> {
     let matrix = &loaded.scenario.matrix;
     if matrix.is_empty() {
         return Ok(vec![loaded]);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     let at = |needle: &str| text.find(needle).unwrap_or(0);
     for (name, values) in matrix {
         if values.is_empty() {
             return Err(invalid(
                 path,
-                &text,
+                text,
                 at(name),
                 format!("matrix.{name}: expected at least one value"),
             ));
         }
     }
     // Every `${matrix.X}` must name a matrix value.
-    let mut rest = text.as_str();
+    let mut rest = text;
     while let Some(start) = rest.find("${matrix.") {
         let name_and_rest = &rest[start + "${matrix.".len()..];
         let name = name_and_rest.split('}').next().unwrap_or_default();
@@ -644,7 +657,7 @@ pub fn expand_matrix(
             let known: Vec<&str> = matrix.keys().map(String::as_str).collect();
             return Err(invalid(
                 path,
-                &text,
+                text,
                 offset,
                 format!(
                     "${{matrix.{name}}}: no such matrix value (known: {})",
@@ -669,7 +682,7 @@ pub fn expand_matrix(
         if combinations.len() > MAX_MATRIX_CELLS {
             return Err(invalid(
                 path,
-                &text,
+                text,
                 at("[matrix]"),
                 format!("[matrix] expands to more than {MAX_MATRIX_CELLS} scenarios"),
             ));
@@ -679,7 +692,7 @@ pub fn expand_matrix(
     combinations
         .into_iter()
         .map(|combo| {
-            let mut expanded = text.clone();
+            let mut expanded = text.to_owned();
             for (name, value) in &combo {
                 expanded = expanded.replace(&format!("${{matrix.{name}}}"), value);
             }

@@ -14,7 +14,7 @@ use serialport::{SerialPortInfo, SerialPortType, UsbPortInfo};
 use toml::Spanned;
 
 use super::{FirmwareKind, Wifi};
-use crate::scenario::line_column;
+use crate::scenario::{self, LoadError, line_column};
 
 /// Where `sparring` looks for the inventory when `--boards` is not given.
 pub const DEFAULT_FILE: &str = "boards.toml";
@@ -23,18 +23,9 @@ pub const ENV_VAR: &str = "SPARRING_BOARDS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    /// Unreadable, or `file:line:column: what was expected` — as scenario files report it.
+    #[error(transparent)]
+    File(#[from] LoadError),
     #[error("board {id}: {what}")]
     Absent { id: String, what: String },
     #[error(
@@ -225,7 +216,7 @@ impl Inventory {
     }
 
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -235,13 +226,7 @@ impl Inventory {
     /// Parses and checks `text`; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         let invalid = |offset: usize, message: String| {
-            let (line, column) = line_column(text, offset);
-            InventoryError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
+            InventoryError::File(scenario::invalid(path, text, offset, message))
         };
         let file: File = toml::from_str(text).map_err(|e| {
             invalid(
