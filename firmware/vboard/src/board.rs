@@ -22,6 +22,11 @@ use crate::flash::{Flash, FlashError};
 use crate::personality::{self, AppContext, Defect, NetworkConfig, Shared};
 use crate::rom::{After, RomLoader};
 
+/// How long a UART read waits before the board's threads look at their control flags again:
+/// a control request (reset, download, a lab setting) or an app stop takes effect within
+/// this, as a button press on a real board does at once.
+const POLL: Duration = Duration::from_millis(5);
+
 /// How to build a board.
 #[derive(Debug, Clone)]
 pub struct BoardConfig {
@@ -223,9 +228,7 @@ fn pty() -> Result<(TTYPort, TTYPort), BoardError> {
     let (mut master, mut slave) = TTYPort::pair().map_err(BoardError::Pty)?;
     // A fresh pty runs at 38400 baud; tools expect the ROM's 115200.
     slave.set_baud_rate(115_200).map_err(BoardError::Pty)?;
-    master
-        .set_timeout(Duration::from_millis(20))
-        .map_err(BoardError::Pty)?;
+    master.set_timeout(POLL).map_err(BoardError::Pty)?;
     Ok((master, slave))
 }
 
@@ -393,7 +396,7 @@ impl Core {
             }
         };
         // Short reads let the personality notice a stop request promptly.
-        let _ = uart1.set_timeout(Duration::from_millis(50));
+        let _ = uart1.set_timeout(POLL);
         let stop = Arc::new(AtomicBool::new(false));
         let restart = Arc::new(AtomicBool::new(false));
         let personality = personality::for_project(&app.descriptor.project_name);

@@ -66,14 +66,26 @@ impl Capture {
         Cursor(self.lines.len())
     }
 
-    /// The first line at or after `from` matching `regex`, and the cursor just past it.
-    pub fn find(&self, from: Cursor, regex: &regex::Regex) -> Option<(&CapturedLine, Cursor)> {
-        self.lines
+    /// The first line at or after `from` matching `regex`, and the cursor just past it. The
+    /// line still being received counts as the next line (a `>` prompt has no newline); the
+    /// cursor past it also passes the line it becomes once complete.
+    pub fn find(&self, from: Cursor, regex: &regex::Regex) -> Option<(&str, Cursor)> {
+        let complete = self
+            .lines
             .iter()
             .enumerate()
             .skip(from.0)
-            .find(|(_, line)| regex.is_match(&line.text))
-            .map(|(index, line)| (line, Cursor(index + 1)))
+            .map(|(index, line)| (line.text.as_str(), Cursor(index + 1)));
+        let partial = (from.0 <= self.lines.len() && !self.partial.is_empty())
+            .then(|| (self.partial(), Cursor(self.lines.len() + 1)));
+        complete
+            .chain(partial)
+            .find(|(text, _)| regex.is_match(text))
+    }
+
+    /// Complete lines from `from` on (for a failed expectation's evidence).
+    pub fn lines_from(&self, from: Cursor) -> &[CapturedLine] {
+        &self.lines[from.0.min(self.lines.len())..]
     }
 }
 
@@ -108,5 +120,19 @@ mod tests {
         // A search from the start still sees the line both OK searches passed over.
         assert!(capture.find(Cursor::default(), &connected).is_some());
         assert!(capture.find(capture.end(), &ok).is_none());
+    }
+
+    #[test]
+    fn a_prompt_still_being_received_matches_once() {
+        let mut capture = Capture::default();
+        capture.push(ms(1), b"OK\r\n>");
+        let prompt = regex::Regex::new("^>$").unwrap();
+        let (text, past_prompt) = capture.find(Cursor::default(), &prompt).unwrap();
+        assert_eq!(text, ">");
+        capture.push(ms(2), b"\r\nRecv 5 bytes\r\n");
+        // The prompt's line, now complete, is behind the cursor its match returned.
+        assert!(capture.find(past_prompt, &prompt).is_none());
+        let recv = regex::Regex::new("^Recv").unwrap();
+        assert!(capture.find(past_prompt, &recv).is_some());
     }
 }

@@ -136,6 +136,20 @@ pub struct ScenarioResult {
     pub harness_ms: u64,
     /// Raw log files written for this scenario, by port.
     pub logs: BTreeMap<String, String>,
+    /// Each step that ran, in order, with its time: where a scenario's time goes.
+    #[serde(default)]
+    pub steps: Vec<StepTiming>,
+}
+
+/// One step of a scenario as it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// `expect`, `send`, ...
+    pub step: String,
+    /// Where it was written, `file:line` (a library file for included steps).
+    pub origin: String,
+    pub ok: bool,
+    pub elapsed_us: u64,
 }
 
 /// What was observed about the board during a scenario.

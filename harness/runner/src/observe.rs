@@ -9,7 +9,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use regex::Regex;
 use sparring_services::events::{Direction, TlsOutcome};
 use sparring_services::{Event, EventKind};
 
@@ -136,8 +135,10 @@ impl PortReader {
     /// Opens `path` and starts reading it (serial ports are opened exclusively, so reader and
     /// writer share one open).
     pub fn start(path: &Path, port: Port, sink: Sink) -> std::io::Result<PortReader> {
+        // Short reads: dropping a reader (to hand its port to a flasher) waits for the
+        // thread to notice, at most this long.
         let mut serial = serialport::new(path.to_string_lossy(), 115_200)
-            .timeout(Duration::from_millis(50))
+            .timeout(Duration::from_millis(5))
             .open_native()
             .map_err(std::io::Error::other)?;
         let writer = Arc::new(Mutex::new(Some(
@@ -214,20 +215,6 @@ impl Drop for PortReader {
             let _ = thread.join();
         }
     }
-}
-
-/// The first complete or partial line at or after `from` matching `regex`.
-pub fn find_line(observed: &Observed, port: Port, from: usize, regex: &Regex) -> Option<String> {
-    let capture = observed.port(port);
-    capture
-        .lines()
-        .get(from..)
-        .into_iter()
-        .flatten()
-        .map(|l| l.text.as_str())
-        .chain(std::iter::once(capture.partial()))
-        .find(|text| regex.is_match(text))
-        .map(str::to_owned)
 }
 
 /// An event as a step kind and a one-line description that `matching` regexes run against.

@@ -268,7 +268,24 @@ pub struct SendStep {
 pub struct ExpectStep {
     pub port: Port,
     pub regex: Spanned<String>,
+    /// The longest the harness waits, in real time (the step ends at the first match).
     pub within_ms: u64,
+    /// Where the search starts on this port (default: after the previous match).
+    #[serde(default)]
+    pub after: SearchFrom,
+}
+
+/// Where an `expect` searches a port from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchFrom {
+    /// After the line the previous `expect` on this port matched, and not before the last
+    /// `send` or `reset`: lines must come in the order the steps name them.
+    #[default]
+    Previous,
+    /// Anywhere since the last `send` or `reset` on this port, for lines whose order the
+    /// firmware does not fix.
+    Send,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,6 +304,23 @@ pub struct WaitEventStep {
     /// Optional regex the event's one-line description must match.
     pub matching: Option<Spanned<String>>,
     pub within_ms: u64,
+    /// Which events count (default: since the last step that acted on the board or the
+    /// broker, and after the event the previous `wait-event` matched).
+    #[serde(default)]
+    pub since: EventsSince,
+}
+
+/// Which events a `wait-event` looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventsSince {
+    /// Those since the last action (`send`, `reset`, `publish`, `flash`, `provision`, `heap`)
+    /// began, after the one the previous `wait-event` matched: events must come in order,
+    /// and an event from an earlier exchange never satisfies a later wait.
+    #[default]
+    Previous,
+    /// Every event since the scenario began.
+    Start,
 }
 
 #[derive(Debug, Clone, Deserialize)]

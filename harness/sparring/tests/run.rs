@@ -245,6 +245,75 @@ fn a_broken_scenario_stops_the_run_with_its_position() {
     );
 }
 
+/// Expectations are ordered and waits look only at events since the last action: a scenario
+/// that names lines out of the order the board printed them fails, as does one waiting for an
+/// event from an earlier exchange; each opt-out makes the same scenario pass.
+#[test]
+fn expectations_check_order_and_waits_ignore_earlier_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = |id: &str, steps: &str| {
+        let text = format!(
+            "id = \"{id}\"\ntitle = \"{id}\"\n[board]\npersonality = \"esp-at\"\n\n\
+             [[steps]]\ninclude = {{ file = \"esp-at/boot.toml\" }}\n\n\
+             [[steps]]\ninclude = {{ file = \"esp-at/join-wifi.toml\" }}\n\n\
+             [[steps]]\ninclude = {{ file = \"esp-at/sync-time.toml\" }}\n\n{steps}"
+        );
+        std::fs::write(dir.path().join(format!("{id}.toml")), text).unwrap();
+    };
+    // AT+GMR answers its version lines, then OK.
+    let gmr = "[[steps]]\nsend = { port = \"at\", line = \"AT+GMR\" }\n\n\
+               [[steps]]\nexpect = { port = \"at\", regex = '^OK$', within_ms = 2000 }\n\n";
+    scenario(
+        "out-of-order",
+        &format!(
+            "{gmr}[[steps]]\nexpect = {{ port = \"at\", regex = '^AT version:', within_ms = 300 }}\n"
+        ),
+    );
+    scenario(
+        "any-order",
+        &format!(
+            "{gmr}[[steps]]\nexpect = {{ port = \"at\", regex = '^AT version:', within_ms = 300, after = \"send\" }}\n"
+        ),
+    );
+    // The SNTP answer came during sync-time, before this `send`.
+    let at = "[[steps]]\nsend = { port = \"at\", line = \"AT\" }\n\n\
+              [[steps]]\nexpect = { port = \"at\", regex = '^OK$', within_ms = 2000 }\n\n";
+    scenario(
+        "stale-event",
+        &format!(
+            "{at}[[steps]]\nwait-event = {{ event = \"sntp\", matching = 'answered=true', within_ms = 300 }}\n"
+        ),
+    );
+    scenario(
+        "any-event",
+        &format!(
+            "{at}[[steps]]\nwait-event = {{ event = \"sntp\", matching = 'answered=true', within_ms = 300, since = \"start\" }}\n"
+        ),
+    );
+    let report = dir.path().join("report");
+    let output = sparring(&[dir.path().to_str().unwrap()], &report)
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let results = results(&report);
+    let verdict = |id: &str| {
+        let result = results.iter().find(|r| r["id"] == id).unwrap();
+        (
+            result["verdict"].as_str().unwrap().to_owned(),
+            result["reason"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (out_of_order, reason) = verdict("out-of-order");
+    assert_eq!(out_of_order, "fail", "{stderr}");
+    assert!(reason.contains("after the previous match"), "{reason}");
+    let (stale, reason) = verdict("stale-event");
+    assert_eq!(stale, "fail", "{stderr}");
+    assert!(reason.contains("since the last action"), "{reason}");
+    assert_eq!(verdict("any-order").0, "pass", "{stderr}");
+    assert_eq!(verdict("any-event").0, "pass", "{stderr}");
+}
+
 /// Ctrl-C after the first verdict: the run finishes its step, skips the rest, still writes all
 /// three reports with what ran, and does not exit 0.
 #[test]

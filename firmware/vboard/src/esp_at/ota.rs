@@ -18,7 +18,7 @@ use crate::personality::{AppContext, Defect, LogLevel};
 /// esp_http_client's `max_redirection_count` default (`DEFAULT_MAX_REDIRECT`, 10), which
 /// `esp_https_ota` leaves as it is (ESP-IDF `components/esp_http_client/esp_http_client.c`).
 const REDIRECT_LIMIT: usize = 10;
-/// esp_http_client's default network timeout.
+/// esp_http_client's default network timeout (board time: divided by the time scale).
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 const HEAD_LIMIT: usize = 8192;
 /// Bytes the first `esp_https_ota_perform` reads before checking the image: image header,
@@ -183,7 +183,7 @@ fn download_into(ctx: &AppContext, url: &str, passive: &Partition) -> Result<usi
         .is_some();
     let mut image = std::mem::take(&mut response.body_start);
     let mut checked = false;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + ctx.shared.scaled(Duration::from_secs(300));
     let mut buf = [0u8; 4096];
     loop {
         if !checked && image.len() >= IMAGE_HEADER_LEN.min(expected.unwrap_or(u64::MAX) as usize) {
@@ -370,7 +370,8 @@ fn request(ctx: &AppContext, url: &Url) -> Result<Response, OtaFailed> {
             "Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into(),
         ));
     };
-    let tcp = TcpStream::connect_timeout(&addr, NETWORK_TIMEOUT)
+    let network_timeout = ctx.shared.scaled(NETWORK_TIMEOUT);
+    let tcp = TcpStream::connect_timeout(&addr, network_timeout)
         .map_err(|e| fail(format!("Failed to open HTTP connection: {e}")))?;
     let mut transport = if url.tls {
         let no_credentials = Credentials {
@@ -385,12 +386,12 @@ fn request(ctx: &AppContext, url: &Url) -> Result<Response, OtaFailed> {
         };
         let log =
             |level, tag: &str, message: &str| ctx.log(LogLevel::from_letter(level), tag, message);
-        tls::connect(&ctx.shared, tcp, &setup, NETWORK_TIMEOUT, &log)
+        tls::connect(&ctx.shared, tcp, &setup, network_timeout, &log)
             .map_err(|_| fail("Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into()))?
     } else {
         Transport::Plain(tcp)
     };
-    let _ = transport.tcp().set_read_timeout(Some(NETWORK_TIMEOUT));
+    let _ = transport.tcp().set_read_timeout(Some(network_timeout));
     let head = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ESP32 HTTP Client/1.0\r\nConnection: close\r\n\r\n",
         url.path, url.host

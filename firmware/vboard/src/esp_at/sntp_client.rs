@@ -73,7 +73,7 @@ fn sync(servers: &[String], shared: &Shared, console: &Console, stop: &AtomicBoo
                 return;
             }
         }
-        let deadline = std::time::Instant::now() + RETRY_EVERY;
+        let deadline = std::time::Instant::now() + shared.scaled(RETRY_EVERY);
         while std::time::Instant::now() < deadline {
             if stop.load(Ordering::SeqCst) {
                 return;
@@ -92,7 +92,9 @@ fn ask(server: &str, shared: &Shared) -> Option<SystemTime> {
         "[::]:0"
     };
     let socket = UdpSocket::bind(bind).ok()?;
-    socket.set_read_timeout(Some(ANSWER_TIMEOUT)).ok()?;
+    socket
+        .set_read_timeout(Some(shared.scaled(ANSWER_TIMEOUT)))
+        .ok()?;
     let mut request = [0u8; 48];
     request[0] = 0x23; // LI 0, version 4, mode 3 (client)
     socket.send_to(&request, addr).ok()?;

@@ -10,8 +10,9 @@ use esp_formats::atpki::{self, ItemType};
 use regex::Regex;
 
 use super::steps::{ScenarioRun, StepFailure, fail};
-use crate::observe;
-use crate::scenario::{AtStorage, CaName, CredentialSet, Encoding, Port, ProvisionStep};
+use crate::scenario::{
+    AtStorage, CaName, CredentialSet, Encoding, Port, ProvisionStep, SearchFrom,
+};
 
 impl ScenarioRun<'_> {
     /// Writes the device profile's CA, certificate chain and key into the board as a
@@ -133,9 +134,9 @@ impl ScenarioRun<'_> {
 
     /// Fails when the board answered `ERROR` since the last send.
     fn check_no_error(&self, line: &str) -> Result<(), StepFailure> {
-        let from = self.from(Port::At);
+        let from = self.search_start(Port::At, SearchFrom::Send);
         let error = Regex::new("^ERROR$").map_err(|e| StepFailure::Error(e.to_string()))?;
-        match observe::find_line(&self.observations.lock(), Port::At, from, &error) {
+        match self.observations.lock().at.find(from, &error) {
             Some(_) => Err(fail(format!("{line} answered ERROR"), Vec::new())),
             None => Ok(()),
         }

@@ -386,6 +386,7 @@ fn blank_result(board: &str, cell: &str, loaded: &LoadedScenario) -> ScenarioRes
         waited_ms: 0,
         harness_ms: 0,
         logs: BTreeMap::new(),
+        steps: Vec::new(),
     }
 }
 

@@ -13,17 +13,22 @@ use regex::Regex;
 use super::{Context, blank_result};
 use crate::bench::{Bench, BenchError, port_name};
 use crate::board::{BoardError, Capability};
+use crate::capture::Cursor;
 use crate::environment::Environment;
-use crate::events::{RunEvent, ScenarioResult, Verdict};
+use crate::events::{RunEvent, ScenarioResult, StepTiming, Verdict};
 use crate::flash::Region;
 use crate::observe::{self, Observations, Observed};
 use crate::plan::{self, PlannedStep};
-use crate::scenario::{LoadedScenario, Port, Step};
+use crate::scenario::{EventsSince, LoadedScenario, Port, SearchFrom, Step};
 use crate::snapshot::{self, SnapshotOutcome};
 use crate::verdict;
 
 /// The firmware scenarios flash unless they say otherwise.
 pub const FIRMWARE_PROJECT: &str = "esp-at";
+
+/// See [`ScenarioRun::board_window`]: the virtual board boots to `ready` in about 50 ms and
+/// completes a loopback TLS handshake in a few, both at real speed.
+const SHORTEST_SCALED_WINDOW: Duration = Duration::from_millis(100);
 
 /// Why a step did not pass.
 pub(crate) enum StepFailure {
@@ -50,13 +55,23 @@ pub(crate) struct ScenarioRun<'a> {
     pub(super) loaded: &'a LoadedScenario,
     pub(crate) observations: Arc<Observations>,
     pub(crate) env: Environment,
-    /// Expectations on a port search from the last send to it: everything the board
-    /// answered stays visible to every later expectation.
-    cursor: BTreeMap<&'static str, usize>,
+    /// Where each port's expectations search from.
+    cursors: BTreeMap<&'static str, PortCursors>,
+    /// The first event a `wait-event` looks at (see [`EventsSince::Previous`]).
+    events_from: usize,
     allowed_resets: usize,
     waited: Duration,
+    timings: Vec<StepTiming>,
     /// How much faster than real time the board's own waits run (1 on real boards).
     time_scale: u32,
+}
+
+/// A port's search positions: the end of its lines at the last send or reset, and just past
+/// the line the last expectation matched.
+#[derive(Debug, Clone, Copy, Default)]
+struct PortCursors {
+    sent: Cursor,
+    matched: Cursor,
 }
 
 pub(super) fn run_scenario(
@@ -105,10 +120,12 @@ pub(super) fn run_scenario(
         loaded,
         observations,
         env,
-        cursor: BTreeMap::new(),
+        cursors: BTreeMap::new(),
+        events_from: 0,
         allowed_resets: 0,
         time_scale,
         waited: Duration::ZERO,
+        timings: Vec::new(),
     };
     let outcome = match plan::expand(loaded) {
         Err(e) => Err(StepFailure::Error(e.to_string())),
@@ -145,6 +162,7 @@ pub(super) fn run_scenario(
         .join(run.bench.identity.name.replace([':', '/', '#'], "_"));
     result.logs = observe::write_logs(&dir, loaded.scenario.id.get_ref(), &observed);
     drop(observed);
+    result.steps = std::mem::take(&mut run.timings);
     result.waited_ms = run.waited.as_millis() as u64;
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     result.harness_ms = result.elapsed_ms.saturating_sub(result.waited_ms);
@@ -203,18 +221,28 @@ impl ScenarioRun<'_> {
                 return Err(StepFailure::Error("interrupted (Ctrl-C)".into()));
             }
             let started = Instant::now();
+            if acts(&planned.step) {
+                self.events_from = self.observations.lock().events.len();
+            }
             let result = self
                 .bench
                 .ensure_ports()
                 .map_err(bench_error)
                 .and_then(|()| self.step(planned));
+            let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             emit(&RunEvent::StepFinished {
                 board: self.bench.identity.name.clone(),
                 scenario: self.id().to_owned(),
                 index,
                 step: step_name(&planned.step).to_owned(),
                 ok: result.is_ok(),
-                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                elapsed_us,
+            });
+            self.timings.push(StepTiming {
+                step: step_name(&planned.step).to_owned(),
+                origin: planned.origin.clone(),
+                ok: result.is_ok(),
+                elapsed_us,
             });
             result.map_err(|failure| match failure {
                 StepFailure::Fail { reason, evidence } => StepFailure::Fail {
@@ -308,19 +336,21 @@ impl ScenarioRun<'_> {
             }
             Step::Expect(e) => {
                 let regex = self.regex(planned, e.regex.get_ref())?;
-                self.expect(e.port, &regex, Duration::from_millis(e.within_ms))
+                self.expect_from(e.port, e.after, &regex, Duration::from_millis(e.within_ms))
             }
             Step::ExpectNot(e) => {
                 let regex = self.regex(planned, e.regex.get_ref())?;
-                let from = self.from(e.port);
-                let seen = self.wait(Duration::from_millis(e.window_ms), |o| {
-                    observe::find_line(o, e.port, from, &regex)
+                let from = self.search_start(e.port, SearchFrom::Previous);
+                let seen = self.wait(self.board_window(e.window_ms), |o| {
+                    o.port(e.port)
+                        .find(from, &regex)
+                        .map(|(line, _)| line.to_owned())
                 })?;
                 match seen {
                     None => Ok(()),
                     Some(line) => Err(fail(
                         format!(
-                            "/{}/ appeared on the {} port within {} ms",
+                            "/{}/ appeared on the {} port within {} ms (board time)",
                             regex.as_str(),
                             port_name(e.port),
                             e.window_ms
@@ -334,19 +364,33 @@ impl ScenarioRun<'_> {
                     Some(m) => Some(self.regex(planned, m.get_ref())?),
                     None => None,
                 };
+                let from = match w.since {
+                    EventsSince::Previous => self.events_from,
+                    EventsSince::Start => 0,
+                };
                 let found = self.wait(Duration::from_millis(w.within_ms), |o| {
-                    o.events.iter().map(observe::describe).find(|(kind, line)| {
-                        kind == &w.event && matching.as_ref().is_none_or(|m| m.is_match(line))
-                    })
+                    o.events
+                        .iter()
+                        .enumerate()
+                        .skip(from)
+                        .find_map(|(index, event)| {
+                            let (kind, line) = observe::describe(event);
+                            (kind == w.event && matching.as_ref().is_none_or(|m| m.is_match(&line)))
+                                .then_some(index)
+                        })
                 })?;
                 match found {
-                    Some(_) => Ok(()),
+                    Some(index) => {
+                        self.events_from = self.events_from.max(index + 1);
+                        Ok(())
+                    }
                     None => {
                         let seen: Vec<String> = self
                             .observations
                             .lock()
                             .events
                             .iter()
+                            .skip(from)
                             .map(|e| {
                                 let (kind, line) = observe::describe(e);
                                 format!("{kind}: {line}")
@@ -356,8 +400,12 @@ impl ScenarioRun<'_> {
                             Some(m) => format!("{} matching /{}/", w.event, m.as_str()),
                             None => w.event.clone(),
                         };
+                        let since = match w.since {
+                            EventsSince::Previous => "since the last action",
+                            EventsSince::Start => "since the scenario began",
+                        };
                         Err(fail(
-                            format!("no {what} event within {} ms", w.within_ms),
+                            format!("no {what} event within {} ms ({since})", w.within_ms),
                             seen,
                         ))
                     }
@@ -420,13 +468,35 @@ impl ScenarioRun<'_> {
         }
     }
 
+    /// From now on, for every expectation on `port`.
     pub(crate) fn mark(&mut self, port: Port) {
-        let end = self.observations.lock().port(port).lines().len();
-        self.cursor.insert(port_name(port), end);
+        let end = self.observations.lock().port(port).end();
+        self.cursors.entry(port_name(port)).or_default().sent = end;
     }
 
-    pub(crate) fn from(&self, port: Port) -> usize {
-        self.cursor.get(port_name(port)).copied().unwrap_or(0)
+    /// A window of board time (an `expect-not`'s) as the real time to watch: the board's
+    /// clock runs `time_scale` times faster, but what it does over the network (a handshake,
+    /// a boot) takes real time, so a scaled window is never shorter than
+    /// [`SHORTEST_SCALED_WINDOW`] unless the scenario asked for less.
+    fn board_window(&self, window_ms: u64) -> Duration {
+        let window = Duration::from_millis(window_ms);
+        if self.time_scale <= 1 {
+            return window;
+        }
+        (window / self.time_scale).max(window.min(SHORTEST_SCALED_WINDOW))
+    }
+
+    /// Where a search on `port` starts.
+    pub(crate) fn search_start(&self, port: Port, after: SearchFrom) -> Cursor {
+        let cursors = self
+            .cursors
+            .get(port_name(port))
+            .copied()
+            .unwrap_or_default();
+        match after {
+            SearchFrom::Previous => cursors.sent.max(cursors.matched),
+            SearchFrom::Send => cursors.sent,
+        }
     }
 
     pub(crate) fn send(&mut self, port: Port, bytes: &[u8]) -> Result<(), StepFailure> {
@@ -459,29 +529,50 @@ impl ScenarioRun<'_> {
         }
     }
 
+    /// Waits for a line matching `regex` on `port` after the previous match.
     pub(crate) fn expect(
         &mut self,
         port: Port,
         regex: &Regex,
         within: Duration,
     ) -> Result<(), StepFailure> {
-        let from = self.from(port);
-        let found = self.wait(within, |o| observe::find_line(o, port, from, regex))?;
-        if found.is_some() {
+        self.expect_from(port, SearchFrom::Previous, regex, within)
+    }
+
+    fn expect_from(
+        &mut self,
+        port: Port,
+        after: SearchFrom,
+        regex: &Regex,
+        within: Duration,
+    ) -> Result<(), StepFailure> {
+        let from = self.search_start(port, after);
+        let found = self.wait(within, |o| {
+            o.port(port).find(from, regex).map(|(_, past)| past)
+        })?;
+        if let Some(past) = found {
+            let cursors = self.cursors.entry(port_name(port)).or_default();
+            cursors.matched = cursors.matched.max(past);
             return Ok(());
         }
         let observed = self.observations.lock();
-        let lines = observed.port(port).lines();
-        let tail: Vec<String> = lines[from.min(lines.len())..]
+        let lines = observed.port(port).lines_from(from);
+        let tail: Vec<String> = lines
             .iter()
             .rev()
             .take(12)
             .rev()
             .map(|l| l.text.clone())
             .collect();
+        let order = match after {
+            SearchFrom::Previous if from > self.search_start(port, SearchFrom::Send) => {
+                " after the previous match"
+            }
+            _ => "",
+        };
         Err(fail(
             format!(
-                "expected /{}/ on the {} port within {} ms",
+                "expected /{}/ on the {} port{order} within {} ms",
                 regex.as_str(),
                 port_name(port),
                 within.as_millis()
@@ -535,6 +626,25 @@ fn step_name(step: &Step) -> &'static str {
         Step::Include(_) => "include",
         Step::Heap(_) => "heap",
         Step::Publish(_) => "publish",
+    }
+}
+
+/// Steps that act on the board or the broker: a `wait-event` after one looks at the events
+/// since it began.
+fn acts(step: &Step) -> bool {
+    match step {
+        Step::Flash(_)
+        | Step::Provision(_)
+        | Step::Reset(_)
+        | Step::Send(_)
+        | Step::Heap(_)
+        | Step::Publish(_) => true,
+        Step::Expect(_)
+        | Step::ExpectNot(_)
+        | Step::WaitEvent(_)
+        | Step::Assert(_)
+        | Step::Snapshot(_)
+        | Step::Include(_) => false,
     }
 }
 
