@@ -26,6 +26,9 @@ pub trait Personality: Send {
     fn run(self: Box<Self>, ctx: AppContext);
 }
 
+/// See [`Shared::scaled_network`].
+const SHORTEST_NETWORK_WAIT: Duration = Duration::from_millis(200);
+
 /// Personalities by the app descriptor's project name; part 2 adds
 /// `("esp-at", || Box::new(crate::esp_at::EspAt::new()))`.
 const REGISTRY: &[(&str, MakePersonality)] =
@@ -462,6 +465,13 @@ impl Shared {
     /// (the CONNECT's keep-alive) stay as configured.
     pub fn scaled(&self, wait: Duration) -> Duration {
         wait / self.time_scale()
+    }
+
+    /// A wait for an answer from the network (an SNTP reply, an HTTP read): scaled, but never
+    /// below [`SHORTEST_NETWORK_WAIT`] — loopback I/O runs at real speed, and a loaded test
+    /// machine answers late; a wait configured shorter stays as it is.
+    pub fn scaled_network(&self, wait: Duration) -> Duration {
+        self.scaled(wait).max(wait.min(SHORTEST_NETWORK_WAIT))
     }
 
     /// The board clock as UNIX time (starts at 0 = 1970 after every reset).

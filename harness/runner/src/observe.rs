@@ -291,8 +291,13 @@ pub fn describe(event: &Event) -> (String, String) {
             (
                 kind.to_owned(),
                 format!(
-                    "{} {} status={} bytes={} complete={}",
-                    h.method, h.path, h.status, h.bytes_sent, h.body_complete
+                    "{} {} status={} bytes={} complete={} range={}",
+                    h.method,
+                    h.path,
+                    h.status,
+                    h.bytes_sent,
+                    h.body_complete,
+                    h.range.as_deref().unwrap_or("none")
                 ),
             )
         }

@@ -72,44 +72,36 @@ impl From<AtStorage> for esp_formats::partition::AtStorage {
 }
 
 /// Services and certificates prepared before the steps run.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Setup {
     /// Server certificate profile (a `sparring certs` profile name).
     pub server_profile: Option<String>,
     /// Device (client) certificate profile.
     pub device_profile: Option<String>,
     /// SNTP offset in seconds from the host clock; `None` with `sntp = false` means no answer.
-    #[serde(default = "enabled")]
     pub sntp: bool,
-    #[serde(default)]
     pub sntp_offset_secs: i64,
     /// The SNTP server leaves this many requests unanswered before it answers (late time).
-    #[serde(default)]
     pub sntp_ignore_requests: u32,
     /// OTA image variant served (`valid`, `corrupt-byte`, `wrong-chip`, ...).
     pub ota_variant: Option<String>,
     /// Heap reserved on the board before the steps (low-heap scenarios).
     pub reserve_heap: Option<u32>,
     /// Whether the broker requires a client certificate (mutual TLS).
-    #[serde(default = "enabled")]
     pub client_auth: bool,
     /// Broker faults and policy: `refuse-connects`, `withhold-connack`,
     /// `disconnect-after-ms`, `withhold`/`delay` (`["puback", "suback", "pingresp",
     /// "connack"]`), `delay-ms`, `client-id-must-match-cn`.
-    #[serde(default)]
     pub broker: sparring_services::BrokerBehaviour,
     /// The broker's TLS: `versions` (`["1.2"]`, `["1.3"]`), `cipher-suites` (rustls names),
     /// `alpn` (`["x-amzn-mqtt-ca"]`).
-    #[serde(default)]
     pub tls: sparring_services::TlsSettings,
     /// Defect switches this scenario turns on itself (`crash-on-large-record`, ...), on top of
     /// the run's `--defect`s.
-    #[serde(default)]
     pub defects: Vec<Spanned<String>>,
     /// The scenario provokes a crash: a panic and the reboot after it are expected, and their
     /// absence is a failure.
-    #[serde(default)]
     pub expect_crash: bool,
     /// A warning for the report when the board completes a TLS handshake with the broker
     /// anyway: accepting is what the real stack does, yet a reviewer should see it
@@ -117,8 +109,26 @@ pub struct Setup {
     pub warn_if_connected: Option<String>,
 }
 
-fn enabled() -> bool {
-    true
+impl Default for Setup {
+    /// A scenario without `[setup]`, or without one of its keys, gets these: the lab's valid
+    /// certificates, SNTP answering, mutual TLS, a well-behaved broker.
+    fn default() -> Setup {
+        Setup {
+            server_profile: None,
+            device_profile: None,
+            sntp: true,
+            sntp_offset_secs: 0,
+            sntp_ignore_requests: 0,
+            ota_variant: None,
+            reserve_heap: None,
+            client_auth: true,
+            broker: Default::default(),
+            tls: Default::default(),
+            defects: Vec::new(),
+            expect_crash: false,
+            warn_if_connected: None,
+        }
+    }
 }
 
 /// A board port, by role rather than by device path, so scenarios run unchanged on any backend.

@@ -37,6 +37,24 @@ fn error_location(text: &str) -> (usize, usize, String) {
     }
 }
 
+/// Without `[setup]` a scenario gets the same services as with an empty one: SNTP answers and
+/// the broker asks for a client certificate (a derived `Default` once gave neither).
+#[test]
+fn a_scenario_without_setup_gets_the_default_services() {
+    let without = GOOD.replace(
+        "setup = { server_profile = \"expired\", device_profile = \"valid\" }\n",
+        "",
+    );
+    let with_empty = without.replacen("[[steps]]", "[setup]\n\n[[steps]]", 1);
+    for text in [without, with_empty] {
+        let s = parse(Path::new("x.toml"), &text).unwrap();
+        assert!(s.setup.sntp, "{text}");
+        assert!(s.setup.client_auth, "{text}");
+        assert_eq!(s.setup.sntp_ignore_requests, 0);
+        assert!(s.setup.server_profile.is_none());
+    }
+}
+
 #[test]
 fn a_good_scenario_loads_with_its_steps() {
     let s = parse(Path::new("good.toml"), GOOD).unwrap();

@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use esp_formats::image;
@@ -54,10 +55,13 @@ pub enum Variant {
     ResetAfter,
     /// The valid image with the version of the firmware the board runs.
     SameVersion,
+    /// The first download cut as `reset-after` cuts it; every later request (a retry, or a
+    /// resume with `Range`) gets the valid image.
+    ResetOnce,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 15] = [
+    pub const ALL: [Variant; 16] = [
         Variant::Valid,
         Variant::Truncated,
         Variant::CorruptByte,
@@ -73,6 +77,7 @@ impl Variant {
         Variant::StallAfter,
         Variant::ResetAfter,
         Variant::SameVersion,
+        Variant::ResetOnce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +97,7 @@ impl Variant {
             Variant::StallAfter => "stall-after",
             Variant::ResetAfter => "reset-after",
             Variant::SameVersion => "same-version",
+            Variant::ResetOnce => "reset-once",
         }
     }
 
@@ -174,6 +180,7 @@ fn variants(config: &OtaConfig) -> Result<Vec<(Variant, Vec<u8>)>, OtaError> {
         (Variant::Throttled, valid.clone()),
         (Variant::StallAfter, valid.clone()),
         (Variant::ResetAfter, valid.clone()),
+        (Variant::ResetOnce, valid.clone()),
         (Variant::SameVersion, same),
         (Variant::Truncated, valid[..valid.len() / 2].to_vec()),
         (Variant::CorruptByte, corrupt),
@@ -200,14 +207,21 @@ impl OtaService {
             .map_err(OtaError::Bind)?;
         let plain = listener.local_addr().map_err(OtaError::Bind)?;
         let bus = events.clone();
+        let cut_once = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let (served, bus, files) = (served.clone(), bus.clone(), files.clone());
+                let cut_once = cut_once.clone();
                 tokio::spawn(async move {
-                    if let Some(record) = serve(stream, &served, files.as_deref()).await {
+                    let served = Served {
+                        variants: &served,
+                        files: files.as_deref(),
+                        cut_once: &cut_once,
+                    };
+                    if let Some(record) = serve(stream, &served).await {
                         bus.emit("ota", peer, EventKind::Http(record));
                     }
                 });
@@ -237,12 +251,16 @@ impl OtaService {
     }
 }
 
+/// What one server serves: its variants, its files, and whether `reset-once` has cut a
+/// download yet.
+struct Served<'a> {
+    variants: &'a [(Variant, Vec<u8>)],
+    files: Option<&'a Path>,
+    cut_once: &'a AtomicBool,
+}
+
 /// Reads one request head, answers it; `None` when no request arrived.
-async fn serve(
-    mut stream: TcpStream,
-    served: &[(Variant, Vec<u8>)],
-    files: Option<&Path>,
-) -> Option<HttpRecord> {
+async fn serve(mut stream: TcpStream, served: &Served<'_>) -> Option<HttpRecord> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     let (method, path, user_agent, range) = loop {
@@ -292,7 +310,7 @@ async fn serve(
         status_only(status, extra)
     };
     let response = if let Some(name) = route.strip_prefix("/files/") {
-        match file(files, name) {
+        match file(served.files, name) {
             Ok(bytes) => Some((Variant::Valid, bytes)),
             Err(status) => {
                 let head = answer_status(&mut record, status, "");
@@ -306,7 +324,13 @@ async fn serve(
             .strip_prefix("/variants/")
             .and_then(|rest| rest.strip_suffix(".bin"))
             .and_then(Variant::from_name);
-        let body = variant.and_then(|v| served.iter().find(|(s, _)| *s == v).map(|(_, b)| b));
+        let body = variant.and_then(|v| {
+            served
+                .variants
+                .iter()
+                .find(|(s, _)| *s == v)
+                .map(|(_, b)| b)
+        });
         let head = match (variant, body) {
             (Some(Variant::Redirect), _) => Some(answer_status(
                 &mut record,
@@ -326,6 +350,15 @@ async fn serve(
         }
     };
     let reset = match response {
+        Some((Variant::ResetOnce, body)) => {
+            let first = !served.cut_once.swap(true, Ordering::SeqCst);
+            let variant = if first {
+                Variant::ResetAfter
+            } else {
+                Variant::Valid
+            };
+            send(&mut stream, variant, &body, query, &mut record).await
+        }
         Some((variant, body)) => send(&mut stream, variant, &body, query, &mut record).await,
         None => false,
     };

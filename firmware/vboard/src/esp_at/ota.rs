@@ -370,7 +370,7 @@ fn request(ctx: &AppContext, url: &Url) -> Result<Response, OtaFailed> {
             "Failed to open HTTP connection: ESP_ERR_HTTP_CONNECT".into(),
         ));
     };
-    let network_timeout = ctx.shared.scaled(NETWORK_TIMEOUT);
+    let network_timeout = ctx.shared.scaled_network(NETWORK_TIMEOUT);
     let tcp = TcpStream::connect_timeout(&addr, network_timeout)
         .map_err(|e| fail(format!("Failed to open HTTP connection: {e}")))?;
     let mut transport = if url.tls {

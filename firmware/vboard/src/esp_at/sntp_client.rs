@@ -93,7 +93,7 @@ fn ask(server: &str, shared: &Shared) -> Option<SystemTime> {
     };
     let socket = UdpSocket::bind(bind).ok()?;
     socket
-        .set_read_timeout(Some(shared.scaled(ANSWER_TIMEOUT)))
+        .set_read_timeout(Some(shared.scaled_network(ANSWER_TIMEOUT)))
         .ok()?;
     let mut request = [0u8; 48];
     request[0] = 0x23; // LI 0, version 4, mode 3 (client)

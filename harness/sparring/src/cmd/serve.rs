@@ -24,7 +24,7 @@ use sparring_services::{BrokerBehaviour, EventBus, MqttService, TlsSettings, gat
 ///
 /// The OTA server serves `/variants/<name>.bin` (valid, truncated, corrupt-byte, bad-sha,
 /// wrong-chip, older-version, same-version, oversize, throttled?rate=N, stall-after?after=N,
-/// reset-after?after=N, wrong-length, 404, 500, redirect) derived from one image, and
+/// reset-after?after=N, reset-once, wrong-length, 404, 500, redirect) derived from one image, and
 /// `/files/<name>` from a directory; Range requests resume.
 ///
 /// `--config FILE` (TOML) sets what flags do not:
