@@ -148,8 +148,16 @@ pub enum BoardError {
 /// A started board. Dropping it does not stop it; send `power_off` or call [`Board::power_off`].
 pub struct Board {
     pub info: BoardInfo,
-    commands: mpsc::Sender<(Control, mpsc::Sender<BoardState>)>,
+    commands: mpsc::Sender<Input>,
     pump: Option<JoinHandle<()>>,
+}
+
+/// What the board's core reacts to, on one channel so it wakes at once for either: a control
+/// request (a button, a lab setting) with where to send the state after it, or bytes the host
+/// sent on UART0.
+enum Input {
+    Control(Control, mpsc::Sender<BoardState>),
+    Uart0(Vec<u8>),
 }
 
 impl Board {
@@ -178,6 +186,12 @@ impl Board {
         let (commands, inbox) = mpsc::channel();
         let control_commands = commands.clone();
         std::thread::spawn(move || serve_control(listener, control_commands));
+        let uart0_reader = uart0.try_clone_native().map_err(BoardError::Pty)?;
+        let reading = Arc::new(AtomicBool::new(true));
+        {
+            let (inputs, reading) = (commands.clone(), reading.clone());
+            std::thread::spawn(move || read_uart0(uart0_reader, &inputs, &reading));
+        }
         let core = Core {
             chip: config.chip,
             mac: config.mac,
@@ -192,6 +206,7 @@ impl Board {
             loader: None,
             shared: Arc::new(Shared::new(config.chip)),
             running: None,
+            reading,
         };
         let download = config.download;
         let pump = std::thread::spawn(move || core.run(download, inbox));
@@ -205,7 +220,7 @@ impl Board {
     /// Sends a control request, as the control socket does.
     pub fn control(&self, request: Control) -> Option<BoardState> {
         let (reply, answer) = mpsc::channel();
-        self.commands.send((request, reply)).ok()?;
+        self.commands.send(Input::Control(request, reply)).ok()?;
         answer.recv_timeout(Duration::from_secs(10)).ok()
     }
 
@@ -237,10 +252,7 @@ fn slave_path(slave: &TTYPort) -> PathBuf {
 }
 
 /// One connection at a time is enough for a board: the harness is its only user.
-fn serve_control(
-    listener: UnixListener,
-    commands: mpsc::Sender<(Control, mpsc::Sender<BoardState>)>,
-) {
+fn serve_control(listener: UnixListener, commands: mpsc::Sender<Input>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let Ok(mut writer) = stream.try_clone() else {
@@ -252,7 +264,7 @@ fn serve_control(
                 Ok(request) => {
                     let stop = request == Control::PowerOff;
                     let (reply, answer) = mpsc::channel();
-                    if commands.send((request, reply)).is_err() {
+                    if commands.send(Input::Control(request, reply)).is_err() {
                         return;
                     }
                     let state = answer.recv_timeout(Duration::from_secs(10));
@@ -302,6 +314,24 @@ struct Core {
     loader: Option<RomLoader>,
     shared: Arc<Shared>,
     running: Option<RunningApp>,
+    /// Cleared when the core stops, so the UART0 reader does too.
+    reading: Arc<AtomicBool>,
+}
+
+/// Forwards what the host sends on UART0 to the core until the core stops.
+fn read_uart0(mut uart0: TTYPort, inputs: &mpsc::Sender<Input>, reading: &AtomicBool) {
+    let mut buf = [0u8; 4096];
+    while reading.load(Ordering::SeqCst) {
+        match uart0.read(&mut buf) {
+            Ok(n) => {
+                if n > 0 && inputs.send(Input::Uart0(buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// The personality thread of the booted app and the flags it shares with the board.
@@ -312,34 +342,14 @@ struct RunningApp {
 }
 
 impl Core {
-    fn run(mut self, download: bool, inbox: mpsc::Receiver<(Control, mpsc::Sender<BoardState>)>) {
+    fn run(mut self, download: bool, inbox: mpsc::Receiver<Input>) {
         if download {
             self.enter_download(ResetCause::PowerOn);
         } else {
             self.boot(ResetCause::PowerOn);
         }
         let mut decoder = slip::Decoder::new(0x1_0000);
-        let mut buf = [0u8; 4096];
         loop {
-            while let Ok((request, reply)) = inbox.try_recv() {
-                match request {
-                    Control::Reset => self.boot(ResetCause::PowerOn),
-                    Control::Download => self.enter_download(ResetCause::PowerOn),
-                    Control::PowerOff => {
-                        self.stop_app();
-                        self.mode = Mode::Off;
-                    }
-                    Control::State => {}
-                    Control::ReserveHeap { bytes } => self.shared.reserve_heap(bytes),
-                    Control::SetDefects { defects } => self.shared.set_defects(defects),
-                    Control::SetNetwork { network } => self.shared.set_network(network),
-                    Control::SetTimeScale { scale } => self.shared.set_time_scale(scale),
-                }
-                let _ = reply.send(self.state());
-                if self.mode == Mode::Off {
-                    return;
-                }
-            }
             if self
                 .running
                 .as_ref()
@@ -347,18 +357,25 @@ impl Core {
             {
                 self.boot(ResetCause::Software);
             }
-            let n = match self.uart0.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(20));
+            // The timeout only bounds how late an app's restart request is noticed.
+            let bytes = match inbox.recv_timeout(POLL) {
+                Ok(Input::Control(request, reply)) => {
+                    self.control(request);
+                    let _ = reply.send(self.state());
+                    if self.mode == Mode::Off {
+                        self.reading.store(false, Ordering::SeqCst);
+                        return;
+                    }
                     continue;
                 }
+                Ok(Input::Uart0(bytes)) => bytes,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             if self.mode != Mode::Download {
                 continue; // the generic app reads nothing from UART0
             }
-            for &byte in &buf[..n] {
+            for byte in bytes {
                 let Some(Ok(frame)) = decoder.push(byte) else {
                     continue;
                 };
@@ -376,6 +393,22 @@ impl Core {
                     self.boot(ResetCause::Software);
                 }
             }
+        }
+    }
+
+    fn control(&mut self, request: Control) {
+        match request {
+            Control::Reset => self.boot(ResetCause::PowerOn),
+            Control::Download => self.enter_download(ResetCause::PowerOn),
+            Control::PowerOff => {
+                self.stop_app();
+                self.mode = Mode::Off;
+            }
+            Control::State => {}
+            Control::ReserveHeap { bytes } => self.shared.reserve_heap(bytes),
+            Control::SetDefects { defects } => self.shared.set_defects(defects),
+            Control::SetNetwork { network } => self.shared.set_network(network),
+            Control::SetTimeScale { scale } => self.shared.set_time_scale(scale),
         }
     }
 
