@@ -16,6 +16,8 @@ struct Figures {
     wall_s: f64,
     cells: usize,
     passed: usize,
+    /// `cell: reason` of each cell that did not pass (a bench on a busy machine can fail one).
+    failed: Vec<String>,
     harness_ms: Vec<f64>,
     to_boards_identified_ms: f64,
     to_first_step_ms: f64,
@@ -52,6 +54,11 @@ fn measure(scenarios: &[LoadedScenario], root: &Path, board: &str) -> Figures {
         wall_s: started.elapsed().as_secs_f64(),
         cells: results.len(),
         passed: results.iter().filter(|r| r.verdict.passed()).count(),
+        failed: results
+            .iter()
+            .filter(|r| !r.verdict.passed())
+            .map(|r| format!("{}: {}", r.cell, r.reason))
+            .collect(),
         harness_ms: results.iter().map(|r| r.harness_ms as f64).collect(),
         to_boards_identified_ms: identified.unwrap_or(0.0),
         to_first_step_ms: first_step.unwrap_or(0.0),
@@ -75,6 +82,9 @@ fn main() {
             f.wall_s,
             f.cells as f64 / f.wall_s
         );
+        for failure in &f.failed {
+            println!("  did not pass: {failure}");
+        }
     }
     println!(
         "throughput with 4 boards: {:.2}x one board's",
