@@ -149,6 +149,7 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
             .filter_map(|v| match v {
                 TlsVersion::Tls12 => Some(&rustls::version::TLS12),
                 TlsVersion::Tls13 => Some(&rustls::version::TLS13),
+                // Never mixed with the above: `Gate::start` hands those to `legacy_tls`.
                 TlsVersion::Tls10 | TlsVersion::Tls11 => None,
             })
             .collect()
