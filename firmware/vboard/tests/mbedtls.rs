@@ -182,3 +182,80 @@ fn the_client_hello_offers_no_chacha20_suites() {
     assert!(!suites.is_empty());
     assert!(suites.iter().all(|s| !s.contains("CHACHA20")), "{suites:?}");
 }
+
+#[test]
+fn the_client_hello_offers_the_cbc_sha_suites_mbedtls_offers() {
+    let shared = Arc::new(Shared::new(Chip::Esp32C3));
+    let credentials = Credentials {
+        ca: Vec::new(),
+        client: None,
+    };
+    let config = tls::client_config(&shared, &credentials, false, &[]).unwrap();
+    let suites: Vec<rustls::CipherSuite> = config
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .map(|s| s.suite())
+        .collect();
+    for cbc in [
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+    ] {
+        assert!(suites.contains(&cbc), "{suites:?}");
+    }
+}
+
+/// A TLS 1.0 server's ServerHello (Mbed-TLS `library/ssl_tls12_client.c`,
+/// `ssl_parse_server_hello`): "server version out of bounds", a fatal protocol_version alert,
+/// MBEDTLS_ERR_SSL_BAD_PROTOCOL_VERSION.
+#[test]
+fn a_tls10_server_hello_is_refused_with_protocol_version() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut header = [0u8; 5];
+        tcp.read_exact(&mut header).unwrap();
+        let mut hello = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+        tcp.read_exact(&mut hello).unwrap();
+        // Record (handshake, TLS 1.0, 42 bytes), ServerHello (38 bytes): version 3.1, a
+        // random, no session id, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, null compression.
+        let mut answer = vec![22, 3, 1, 0, 42, 2, 0, 0, 38, 3, 1];
+        answer.extend_from_slice(&[0x5a; 32]);
+        answer.extend_from_slice(&[0, 0xc0, 0x09, 0]);
+        tcp.write_all(&answer).unwrap();
+        let mut alert = [0u8; 7];
+        tcp.read_exact(&mut alert).unwrap();
+        alert
+    });
+    let shared = Arc::new(Shared::new(Chip::Esp32C3));
+    let credentials = Credentials {
+        ca: Vec::new(),
+        client: None,
+    };
+    let setup = ClientSetup {
+        credentials: &credentials,
+        verify_server: false,
+        alpn: &[],
+        name: "broker.sparring.test",
+    };
+    let lines = Mutex::new(Vec::new());
+    let log = |_: char, tag: &str, message: &str| {
+        lines.lock().unwrap().push(format!("{tag}: {message}"));
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(tls::connect(&shared, tcp, &setup, Duration::from_secs(5), &log).is_err());
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(
+        lines,
+        [
+            "esp-tls-mbedtls: mbedtls_ssl_handshake returned -0x6E80",
+            "esp-tls: Failed to open new connection"
+        ],
+    );
+    let alert = server.join().unwrap();
+    // An alert record whose fragment is fatal (2) protocol_version (70).
+    assert_eq!((alert[0], alert[5], alert[6]), (21, 2, 70), "{alert:?}");
+}

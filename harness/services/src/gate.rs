@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::events::{EventBus, EventKind, RejectReason, TlsOutcome, TlsRecord};
+use crate::legacy_tls::{self, LegacyVersions};
 use crate::mqtt_proxy::{self, BrokerBehaviour, Connection, ProxyShared, Upstreams};
 
 /// Whether and how devices must present a certificate.
@@ -60,6 +61,11 @@ pub struct GateConfig {
 /// A TLS protocol version, as configuration files spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TlsVersion {
+    /// Served by [`crate::legacy_tls`] up to its ServerHello (rustls has no TLS 1.0/1.1).
+    #[serde(rename = "1.0")]
+    Tls10,
+    #[serde(rename = "1.1")]
+    Tls11,
     #[serde(rename = "1.2")]
     Tls12,
     #[serde(rename = "1.3")]
@@ -71,7 +77,8 @@ pub enum TlsVersion {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsSettings {
-    /// `["1.2"]` refuses TLS 1.3 clients and the reverse; empty allows both.
+    /// `["1.2"]` refuses TLS 1.3 clients and the reverse; empty allows both. `["1.0"]` or
+    /// `["1.1"]` (not mixed with the others): an old server that ends after its ServerHello.
     pub versions: Vec<TlsVersion>,
     /// Cipher suites by rustls's names (`TLS13_AES_128_GCM_SHA256`,
     /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`, ...); empty allows rustls's defaults.
@@ -97,6 +104,8 @@ pub enum GateError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("unknown cipher suite {name:?}; rustls knows {known}")]
     UnknownCipherSuite { name: String, known: String },
+    #[error(transparent)]
+    MixedVersions(#[from] legacy_tls::MixedVersions),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -137,9 +146,11 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
         settings
             .versions
             .iter()
-            .map(|v| match v {
-                TlsVersion::Tls12 => &rustls::version::TLS12,
-                TlsVersion::Tls13 => &rustls::version::TLS13,
+            .filter_map(|v| match v {
+                TlsVersion::Tls12 => Some(&rustls::version::TLS12),
+                TlsVersion::Tls13 => Some(&rustls::version::TLS13),
+                // Never mixed with the above: `Gate::start` hands those to `legacy_tls`.
+                TlsVersion::Tls10 | TlsVersion::Tls11 => None,
             })
             .collect()
     };
@@ -195,6 +206,13 @@ impl rustls::server::ResolvesServerCert for FixedCert {
     }
 }
 
+/// What speaks TLS on a listener: rustls, or for TLS 1.0/1.1 sparring's own old server.
+#[derive(Clone)]
+enum Handshaker {
+    Rustls(Arc<ServerConfig>),
+    Legacy(Arc<LegacyVersions>),
+}
+
 /// A running gate: accepts TLS on `addr`, forwards plaintext to `upstream`.
 pub struct Gate {
     pub addr: SocketAddr,
@@ -208,7 +226,10 @@ impl Gate {
         config: GateConfig,
         events: EventBus,
     ) -> Result<Gate, GateError> {
-        let tls = server_config(&config)?;
+        let handshaker = match LegacyVersions::from_settings(&config.tls.versions)? {
+            Some(versions) => Handshaker::Legacy(Arc::new(versions)),
+            None => Handshaker::Rustls(server_config(&config)?),
+        };
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| GateError::Bind { addr: bind, source })?;
@@ -222,10 +243,18 @@ impl Gate {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                let (tls, config, events) = (tls.clone(), config.clone(), events.clone());
+                let (handshaker, config, events) =
+                    (handshaker.clone(), config.clone(), events.clone());
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
-                    serve(stream, peer, upstream, tls, &config, &events, &proxy).await
+                    match handshaker {
+                        Handshaker::Rustls(tls) => {
+                            serve(stream, peer, upstream, tls, &config, &events, &proxy).await
+                        }
+                        Handshaker::Legacy(versions) => {
+                            legacy_tls::serve(stream, peer, &versions, &config, &events).await
+                        }
+                    }
                 });
             }
         });

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod events;
 pub mod gate;
+pub mod legacy_tls;
 pub mod mqtt_proxy;
 pub mod ota;
 pub mod sntp;

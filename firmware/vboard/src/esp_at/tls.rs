@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct,
-    SignatureScheme,
+    PeerIncompatible, SignatureScheme, SupportedCipherSuite, Tls12CipherSuite,
 };
 
 use super::costs;
@@ -319,6 +319,78 @@ fn as_mbedtls_alerts(error: CertificateError) -> CertificateError {
     }
 }
 
+/// mbedTLS also offers the ECDHE CBC-SHA suites (Mbed-TLS `library/ssl_ciphersuites.c`,
+/// `ciphersuite_preference`; ESP-IDF's `components/mbedtls/Kconfig` has no switch for CBC), the
+/// suites a TLS 1.0/1.1 server can choose. rustls implements no CBC: they are offered so the
+/// ClientHello is mbedTLS's, and one a server picks fails the handshake at the key exchange
+/// ([`CbcNotModelled`]). sparring's TLS 1.2 gate never picks them (rustls serves none), and its
+/// TLS 1.0/1.1 listener ends after the ServerHello, which the board refuses for its version.
+static CBC_SHA_SUITES: LazyLock<Vec<Tls12CipherSuite>> = LazyLock::new(|| {
+    use rustls::crypto::aws_lc_rs::cipher_suite as gcm;
+    let template = |suite| match suite {
+        SupportedCipherSuite::Tls12(template) => Some(template),
+        SupportedCipherSuite::Tls13(_) => None,
+    };
+    [
+        (
+            gcm::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+        ),
+        (
+            gcm::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+        ),
+        (
+            gcm::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+        ),
+        (
+            gcm::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(like, suite)| {
+        let like = template(like)?;
+        Some(Tls12CipherSuite {
+            common: rustls::crypto::CipherSuiteCommon {
+                suite,
+                ..like.common
+            },
+            prf_provider: &CbcNotModelled,
+            ..*like
+        })
+    })
+    .collect()
+});
+
+/// The key exchange of a CBC suite: refused, as rustls has no CBC record protection.
+#[derive(Debug, thiserror::Error)]
+#[error("CBC cipher suites are offered but not modelled")]
+struct CbcNotModelled;
+
+impl rustls::crypto::tls12::Prf for CbcNotModelled {
+    fn for_key_exchange(
+        &self,
+        _output: &mut [u8; 48],
+        _kx: Box<dyn rustls::crypto::ActiveKeyExchange>,
+        _peer_pub_key: &[u8],
+        _label: &[u8],
+        _seed: &[u8],
+    ) -> Result<(), rustls::Error> {
+        Err(rustls::Error::General(CbcNotModelled.to_string()))
+    }
+
+    fn for_secret(&self, output: &mut [u8], secret: &[u8], label: &[u8], seed: &[u8]) {
+        // Reached only after a key exchange, which `for_key_exchange` refuses; computed as
+        // TLS 1.2's SHA-256 PRF all the same.
+        use rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 as SHA256_SUITE;
+        if let SupportedCipherSuite::Tls12(sha256) = SHA256_SUITE {
+            sha256.prf_provider.for_secret(output, secret, label, seed);
+        }
+    }
+}
+
 /// A client configuration for one connection attempt.
 pub fn client_config(
     shared: &Arc<Shared>,
@@ -338,6 +410,9 @@ pub fn client_config(
                     | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
             )
     });
+    suites
+        .cipher_suites
+        .extend(CBC_SHA_SUITES.iter().map(SupportedCipherSuite::Tls12));
     let provider = Arc::new(suites);
     let suites_provider = provider.clone();
     let webpki = if verify_server {
@@ -466,6 +541,14 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
         }
         HandshakeError::Tls(rustls::Error::AlertReceived(_)) => code(0x7780), // FATAL_ALERT_MESSAGE
         HandshakeError::Tls(rustls::Error::InvalidMessage(_)) => code(0x7200), // INVALID_RECORD
+        // A ServerHello choosing TLS 1.0/1.1: Mbed-TLS 3.x `library/ssl_tls12_client.c`,
+        // `ssl_parse_server_hello`, "server version out of bounds", sends protocol_version (as
+        // rustls does) and returns MBEDTLS_ERR_SSL_BAD_PROTOCOL_VERSION (`include/mbedtls/ssl.h`).
+        // With CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 (ESP-IDF default n) the same function decides:
+        // `ssl_tls13_client.c` hands a ServerHello without supported_versions to the TLS 1.2 code.
+        HandshakeError::Tls(rustls::Error::PeerIncompatible(
+            PeerIncompatible::ServerDoesNotSupportTls12Or13,
+        )) => code(0x6E80), // BAD_PROTOCOL_VERSION
         HandshakeError::Tls(rustls::Error::PeerIncompatible(_)) => code(0x6E00), // HANDSHAKE_FAILURE
         HandshakeError::Tls(rustls::Error::NoCertificatesPresented) => code(0x7A00), // BAD_CERTIFICATE
         HandshakeError::Tls(_) => code(0x6C00), // INTERNAL_ERROR

@@ -88,6 +88,9 @@ pub fn tool_available(program: &str, probe: &str) -> bool {
         found || std::env::var_os("CI").is_none(),
         "{program} is required under CI (.ci/run installs it)"
     );
+    if !found {
+        eprintln!("skipped: {program} not installed");
+    }
     found
 }
 
