@@ -6,6 +6,7 @@ pub mod events;
 pub mod gate;
 pub mod mqtt_proxy;
 pub mod ota;
+mod small_rsa;
 pub mod sntp;
 
 use std::net::SocketAddr;
