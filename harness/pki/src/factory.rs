@@ -35,7 +35,8 @@ pub struct Options {
     pub ips: Vec<IpAddr>,
     /// CN of the device certificate (and the MQTT client id a CN policy expects).
     pub device_id: String,
-    /// Key kind of every certificate except the `rsa-4096` profile.
+    /// Key kind of every certificate except the `rsa-4096` and `rsa-1024` leaves and the
+    /// RSA-2048 intermediate that signs `sha1-signature`.
     pub key: KeyKind,
     /// Where RSA keys are cached across runs (`None`: never cached).
     pub key_cache: Option<PathBuf>,

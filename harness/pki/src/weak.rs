@@ -28,17 +28,20 @@ use crate::PkiError;
 /// profile (`rsa_min_bitlen`) and OpenSSL's security level 2 require.
 pub const WEAK_RSA_BITS: usize = 1024;
 
-fn failed(what: &'static str) -> impl Fn(String) -> PkiError {
-    move |reason| PkiError::WeakCrypto { what, reason }
+fn failed(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> PkiError {
+    move |reason| PkiError::WeakCrypto {
+        what,
+        reason: reason.to_string(),
+    }
 }
 
 /// A fresh RSA-1024 private key, as PKCS#8 DER.
 pub fn generate_rsa_1024() -> Result<PrivatePkcs8KeyDer<'static>, PkiError> {
     let key = rsa::PrivateKey::new(&mut getrandom::SysRng, WEAK_RSA_BITS)
-        .map_err(|e| failed("generating an RSA-1024 key")(e.to_string()))?;
+        .map_err(|e| failed("generating an RSA-1024 key")(&e))?;
     let der = key
         .to_pkcs8_der()
-        .map_err(|e| failed("encoding an RSA-1024 key")(e.to_string()))?;
+        .map_err(|e| failed("encoding an RSA-1024 key")(&e))?;
     Ok(PrivatePkcs8KeyDer::from(der.as_bytes().to_vec()))
 }
 
@@ -51,11 +54,11 @@ pub fn is_rsa_key_of(der: &[u8], bits: usize) -> bool {
 /// The SubjectPublicKeyInfo (DER) of an RSA private key.
 pub fn rsa_public_key_info(key: &PrivatePkcs8KeyDer<'_>) -> Result<Vec<u8>, PkiError> {
     let key = rsa::PrivateKey::from_pkcs8_der(key.secret_pkcs8_der())
-        .map_err(|e| failed("reading an RSA key")(e.to_string()))?;
+        .map_err(|e| failed("reading an RSA key")(&e))?;
     let spki = key
         .to_public_key()
         .to_public_key_der()
-        .map_err(|e| failed("encoding an RSA public key")(e.to_string()))?;
+        .map_err(|e| failed("encoding an RSA public key")(&e))?;
     Ok(spki.as_bytes().to_vec())
 }
 
@@ -66,10 +69,10 @@ pub fn sha1_twin(
     issuer_key: &PrivatePkcs8KeyDer<'_>,
 ) -> Result<CertificateDer<'static>, PkiError> {
     let fail = failed("signing the sha1-signature leaf");
-    let template = Certificate::from_der(template).map_err(|e| fail(e.to_string()))?;
+    let template = Certificate::from_der(template).map_err(|e| fail(&e))?;
     let tbs = template.tbs_certificate();
-    let key = rsa::PrivateKey::from_pkcs8_der(issuer_key.secret_pkcs8_der())
-        .map_err(|e| fail(e.to_string()))?;
+    let key =
+        rsa::PrivateKey::from_pkcs8_der(issuer_key.secret_pkcs8_der()).map_err(|e| fail(&e))?;
     let signer = rsa::pkcs1v15::SigningKey::<sha1::Sha1>::new(key);
     let builder = CertificateBuilder::new(
         SameAs(tbs),
@@ -77,11 +80,11 @@ pub fn sha1_twin(
         tbs.validity().clone(),
         tbs.subject_public_key_info().clone(),
     )
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(|e| fail(&e))?;
     let cert = builder
         .build::<_, rsa::pkcs1v15::Signature>(&signer)
-        .map_err(|e| fail(e.to_string()))?;
-    let der = cert.to_der().map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(&e))?;
+    let der = cert.to_der().map_err(|e| fail(&e))?;
     Ok(CertificateDer::from(der))
 }
 
