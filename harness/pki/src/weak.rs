@@ -77,7 +77,7 @@ pub fn sha1_twin(
     let builder = CertificateBuilder::new(
         SameAs(tbs),
         tbs.serial_number().clone(),
-        tbs.validity().clone(),
+        *tbs.validity(),
         tbs.subject_public_key_info().clone(),
     )
     .map_err(|e| fail(&e))?;
