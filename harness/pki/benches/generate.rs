@@ -8,8 +8,8 @@ use sparring_pki::{Options, Pki};
 fn main() {
     const ROUNDS: u32 = 20;
     let tmp = tempfile::tempdir().expect("temporary directory");
-    // RSA keys (only the rsa-4096 profile here) come from the cache, as in normal use; the
-    // first round fills it.
+    // RSA keys (here the rsa-4096 and rsa-1024 leaves and the RSA-2048 intermediate behind
+    // sha1-signature) come from the cache, as in normal use; the first round fills it.
     let cache = tmp.path().join("key-cache");
     let mut generate = Duration::ZERO;
     let mut write = Duration::ZERO;

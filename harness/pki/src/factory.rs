@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::keys::{KeyKind, KeySource};
 use crate::profiles::{PROFILES, Profile, Side};
-use crate::{PkiError, der};
+use crate::{PkiError, der, weak};
 
 /// The host name the `wrong-host` profile is issued for. It is inside the root's name
 /// constraints, so the profile fails on the name and not on a constraint violation.
@@ -35,7 +35,8 @@ pub struct Options {
     pub ips: Vec<IpAddr>,
     /// CN of the device certificate (and the MQTT client id a CN policy expects).
     pub device_id: String,
-    /// Key kind of every certificate except the `rsa-4096` profile.
+    /// Key kind of every certificate except the `rsa-4096` and `rsa-1024` leaves and the
+    /// RSA-2048 intermediate that signs `sha1-signature`.
     pub key: KeyKind,
     /// Where RSA keys are cached across runs (`None`: never cached).
     pub key_cache: Option<PathBuf>,
@@ -168,8 +169,8 @@ impl Factory {
         let intermediate = self.intermediate(
             "sparring test intermediate CA",
             &root,
-            now - Duration::days(1),
-            now + Duration::days(5 * 365),
+            intermediate_validity(now),
+            self.options.key,
         )?;
 
         let mut revoked = Vec::new();
@@ -278,8 +279,8 @@ impl Factory {
         &mut self,
         cn: &str,
         parent: &Authority,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
+        (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+        key_kind: KeyKind,
     ) -> Result<Authority, PkiError> {
         let (mut params, _) = self.base_params(cn, not_before, not_after);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -288,7 +289,7 @@ impl Factory {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let key = self.key()?;
+        let key = self.keys.next(key_kind)?;
         let issuer = CertifiedIssuer::signed_by(params, key, &parent.issuer)
             .map_err(|e| PkiError::Sign(cn.into(), e))?;
         Ok(Authority { issuer })
@@ -351,6 +352,7 @@ impl Factory {
         let mut reverse = false;
         let mut self_signed = false;
         let mut mismatched_key = false;
+        let mut weakness = None;
         let owned_signer;
         match profile.name {
             "valid" | "revoked" | "device-valid" | "device-revoked" => {}
@@ -388,8 +390,8 @@ impl Factory {
                 owned_signer = self.intermediate(
                     "sparring expired intermediate CA",
                     root,
-                    now - Duration::days(3 * 365),
-                    now - Duration::days(30),
+                    (now - Duration::days(3 * 365), now - Duration::days(30)),
+                    self.options.key,
                 )?;
                 signer = &owned_signer;
                 extra = vec![owned_signer.cert()];
@@ -402,6 +404,23 @@ impl Factory {
             "wrong-eku" => leaf.eku = vec![ExtendedKeyUsagePurpose::ClientAuth],
             "large-chain" => leaf.padding = LARGE_CHAIN_PADDING,
             "rsa-4096" => leaf.key_kind = KeyKind::Rsa4096,
+            "sha1-signature" => {
+                // SHA-1 takes an RSA signer (sha1WithRSAEncryption) and the lab's CAs may have
+                // EC keys: a correct RSA-2048 intermediate of the lab root signs this leaf.
+                // The leaf, not the intermediate, carries the weak signature: only the trust
+                // anchor's own signature goes unchecked (mbedTLS `x509_crt_verify_chain`
+                // stops at a trusted root), and the leaf is what any verifier checks first.
+                owned_signer = self.intermediate(
+                    "sparring RSA intermediate CA",
+                    root,
+                    intermediate_validity(now),
+                    KeyKind::Rsa2048,
+                )?;
+                signer = &owned_signer;
+                extra = vec![owned_signer.cert()];
+                weakness = Some(Weakness::Sha1Signature);
+            }
+            "rsa-1024" => weakness = Some(Weakness::Rsa1024Key),
             "device-wrong-cn" => leaf.cn = format!("{device_id}-imposter"),
             "device-key-mismatch" => mismatched_key = true,
             other => {
@@ -427,32 +446,38 @@ impl Factory {
                     der::octet_string(&vec![0x5A; leaf.padding]),
                 ));
         }
-        let cert = if self_signed {
-            params.self_signed(&key)
-        } else {
-            params.signed_by(&key, &signer.issuer as &Issuer<'_, KeyPair>)
-        }
-        .map_err(|e| PkiError::Sign(profile.name.into(), e))?;
-
-        let leaf_der = cert.der().clone();
-        let mut chain = vec![leaf_der.clone()];
-        chain.extend(extra);
-        if reverse {
-            chain.reverse();
-        }
-        let key = if mismatched_key {
-            self.keys.next(leaf.key_kind)?
-        } else {
-            key
+        let issuer = &signer.issuer as &Issuer<'_, KeyPair>;
+        let sign_error = |e| PkiError::Sign(profile.name.into(), e);
+        let (leaf_der, key_der) = match weakness {
+            _ if self_signed => (params.self_signed(&key).map_err(sign_error)?.into(), None),
+            None => (
+                params.signed_by(&key, issuer).map_err(sign_error)?.into(),
+                None,
+            ),
+            Some(Weakness::Sha1Signature) => {
+                let template = params.signed_by(&key, issuer).map_err(sign_error)?;
+                (weak::sha1_twin(template.der(), &signer.key())?, None)
+            }
+            Some(Weakness::Rsa1024Key) => {
+                let small = self.keys.rsa_1024()?;
+                let public =
+                    rcgen::SubjectPublicKeyInfo::from_der(&weak::rsa_public_key_info(&small)?)
+                        .map_err(sign_error)?;
+                let cert = params.signed_by(&public, issuer).map_err(sign_error)?;
+                (cert.into(), Some(small))
+            }
         };
-        Ok((
-            Material {
-                leaf: leaf_der,
-                chain,
-                key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-            },
-            serial,
-        ))
+        // The certified key, unless it is one rcgen cannot hold or another on purpose.
+        let key_der = match key_der {
+            Some(small) => small,
+            None if mismatched_key => self.keys.next(leaf.key_kind)?.serialize_der().into(),
+            None => key.serialize_der().into(),
+        };
+        let mut material = material(leaf_der, extra, key_der);
+        if reverse {
+            material.chain.reverse();
+        }
+        Ok((material, serial))
     }
 
     /// An end-entity certificate (no CA basic constraint) that is then misused to sign.
@@ -469,6 +494,29 @@ impl Factory {
             .map_err(|e| PkiError::Sign("not-a-ca signer".into(), e))?;
         Ok(Authority { issuer })
     }
+}
+
+/// A leaf presented with the certificates after it.
+fn material(
+    leaf: CertificateDer<'static>,
+    after: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+) -> Material {
+    let mut chain = vec![leaf.clone()];
+    chain.extend(after);
+    Material { leaf, chain, key }
+}
+
+/// Validity of the lab's intermediates.
+fn intermediate_validity(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    (now - Duration::days(1), now + Duration::days(5 * 365))
+}
+
+/// The weak-crypto profiles' one defect (see [`weak`] for how they are made).
+#[derive(Clone, Copy)]
+enum Weakness {
+    Sha1Signature,
+    Rsa1024Key,
 }
 
 struct LeafSpec {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{KeyPair, RsaKeySize, SignatureAlgorithm};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
-use crate::PkiError;
+use crate::{PkiError, weak};
 
 /// The kind of key a certificate gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -112,6 +112,28 @@ impl KeySource {
             if let Err(error) = store(path, &key.serialize_der()) {
                 tracing::warn!("could not cache RSA key in {}: {error}", path.display());
             }
+        }
+        Ok(key)
+    }
+
+    /// The `rsa-1024` profile's key, as PKCS#8 DER: from the cache pool like the other RSA
+    /// keys, else made by the `rsa` crate (rcgen can neither generate nor load it).
+    pub fn rsa_1024(&mut self) -> Result<PrivatePkcs8KeyDer<'static>, PkiError> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("rsa-{}-0.der", weak::WEAK_RSA_BITS)));
+        if let Some(path) = &cached
+            && let Ok(der) = std::fs::read(path)
+            && weak::is_rsa_key_of(&der, weak::WEAK_RSA_BITS)
+        {
+            return Ok(PrivatePkcs8KeyDer::from(der));
+        }
+        let key = weak::generate_rsa_1024()?;
+        if let Some(path) = &cached
+            && let Err(error) = store(path, key.secret_pkcs8_der())
+        {
+            tracing::warn!("could not cache RSA key in {}: {error}", path.display());
         }
         Ok(key)
     }

@@ -13,6 +13,7 @@ mod manifest;
 mod output;
 pub mod profiles;
 mod temp;
+mod weak;
 
 use std::path::PathBuf;
 
@@ -42,4 +43,7 @@ pub enum PkiError {
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
     Parse(String),
+    /// A step of the weak-crypto profiles, which the `rsa` and `x509-cert` crates build.
+    #[error("{what}: {reason}")]
+    WeakCrypto { what: &'static str, reason: String },
 }

@@ -38,6 +38,10 @@ pub enum RejectReason {
     IssuerNotCa,
     /// The private key does not belong to the certificate: the handshake signature fails.
     KeyMismatch,
+    /// A certificate of the chain is signed with a hash too weak to trust (SHA-1).
+    WeakSignature,
+    /// A key of the chain is too small (RSA under 2048 bits).
+    WeakKey,
 }
 
 impl RejectReason {
@@ -54,6 +58,11 @@ impl RejectReason {
                 C::Revoked => RejectReason::Revoked,
                 C::InvalidPurpose | C::InvalidPurposeContext { .. } => RejectReason::WrongPurpose,
                 C::BadSignature => RejectReason::KeyMismatch,
+                // webpki knows no SHA-1 signature algorithm, so it cannot check such a
+                // signature at all: in the catalogue that is the `sha1-signature` leaf.
+                #[allow(deprecated)]
+                C::UnsupportedSignatureAlgorithm
+                | C::UnsupportedSignatureAlgorithmContext { .. } => RejectReason::WeakSignature,
                 // webpki's reasons that rustls passes on without a variant of their own.
                 other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
                     RejectReason::CaUsedAsEndEntity
@@ -80,6 +89,8 @@ impl RejectReason {
             RejectReason::CaUsedAsEndEntity => "ca-used-as-end-entity",
             RejectReason::IssuerNotCa => "issuer-not-ca",
             RejectReason::KeyMismatch => "key-mismatch",
+            RejectReason::WeakSignature => "weak-signature",
+            RejectReason::WeakKey => "weak-key",
         }
     }
 }
@@ -242,6 +253,18 @@ pub const PROFILES: &[Profile] = &[
         "RSA-4096 server key",
         "accept (slow handshake, more heap)",
         Accept,
+    ),
+    server(
+        "sha1-signature",
+        "server certificate signed with SHA-1 (sha1WithRSAEncryption) by an RSA intermediate of the lab root; names, validity and extensions as `valid`",
+        "refuse: signed with an unacceptable hash (mbedTLS flags 0x4000, alert certificate_unknown; OpenSSL: digest too weak)",
+        Reject(WeakSignature),
+    ),
+    server(
+        "rsa-1024",
+        "RSA-1024 server key in a certificate signed properly (SHA-256) by the lab intermediate",
+        "refuse: key too short (mbedTLS flags 0x10000, alert unsupported_certificate; OpenSSL: key too weak); rustls refuses only when the key signs the handshake",
+        Reject(WeakKey),
     ),
     device(
         "device-valid",

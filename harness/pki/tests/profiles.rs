@@ -103,6 +103,8 @@ fn manifest_lists_every_profile_of_the_issue() {
         "wrong-eku",
         "large-chain",
         "rsa-4096",
+        "sha1-signature",
+        "rsa-1024",
         "device-valid",
         "device-expired",
         "device-untrusted",
@@ -129,12 +131,62 @@ fn server_profiles_verify_as_the_manifest_says() {
             .unwrap();
     for profile in profiles(Side::Server) {
         let result = verify_server(&*verifier, pki, profile);
+        // webpki judges a key's size only when the key signs, in the handshake (where the
+        // gate's tests see `rsa-1024` refused); the chain itself is in order.
+        let expected = match profile.name.as_str() {
+            "rsa-1024" => Expected::Accept,
+            _ => profile.expected,
+        };
+        assert_eq!(outcome(result), expected, "server profile {}", profile.name);
+    }
+}
+
+fn parse<'a>(der: &'a CertificateDer<'_>) -> x509_parser::certificate::X509Certificate<'a> {
+    x509_parser::parse_x509_certificate(der.as_ref()).unwrap().1
+}
+
+/// The weak-crypto leaves are the `valid` leaf but for their weakness: same names, validity,
+/// usages and issuer checks, a correct signature by their issuer, and then exactly one of a
+/// SHA-1 signature or a 1024-bit RSA key.
+#[test]
+fn weak_crypto_profiles_differ_from_valid_only_in_their_weakness() {
+    const SHA1_WITH_RSA: &str = "1.2.840.113549.1.1.5";
+    let pki = pki();
+    let valid_chain = pki.chain("valid").unwrap();
+    let valid = parse(&valid_chain[0]);
+    for (name, weak_hash, weak_key) in [("sha1-signature", true, false), ("rsa-1024", false, true)]
+    {
+        let chain = pki.chain(name).unwrap();
+        assert_eq!(chain.len(), 2, "{name}: leaf and its intermediate");
+        let (leaf, issuer) = (parse(&chain[0]), parse(&chain[1]));
+        assert_eq!(leaf.subject(), valid.subject(), "{name}");
+        assert_eq!(leaf.validity(), valid.validity(), "{name}");
         assert_eq!(
-            outcome(result),
-            profile.expected,
-            "server profile {}",
-            profile.name
+            format!("{:?}", leaf.subject_alternative_name().unwrap()),
+            format!("{:?}", valid.subject_alternative_name().unwrap()),
+            "{name}"
         );
+        assert_eq!(
+            format!("{:?}", leaf.extended_key_usage().unwrap()),
+            format!("{:?}", valid.extended_key_usage().unwrap()),
+            "{name}"
+        );
+        assert_eq!(leaf.issuer(), issuer.subject(), "{name}");
+        leaf.verify_signature(Some(issuer.public_key()))
+            .unwrap_or_else(|e| panic!("{name}: leaf not signed by its issuer: {e:?}"));
+        let signature = leaf.signature_algorithm.algorithm.to_id_string();
+        assert_eq!(signature == SHA1_WITH_RSA, weak_hash, "{name}: {signature}");
+        let key_bits = leaf.public_key().parsed().unwrap().key_size();
+        assert_eq!(key_bits == 1024, weak_key, "{name}: {key_bits}-bit key");
+        // The intermediate itself is beyond reproach: SHA-256 signed, key of 2048 bits or EC.
+        assert_ne!(
+            issuer.signature_algorithm.algorithm.to_id_string(),
+            SHA1_WITH_RSA
+        );
+        assert!(!matches!(
+            issuer.public_key().parsed().unwrap(),
+            x509_parser::public_key::PublicKey::RSA(ref rsa) if rsa.key_size() < 2048
+        ));
     }
 }
 
@@ -216,10 +268,16 @@ fn openssl_available() -> bool {
     found
 }
 
+/// Debian's default security level: its openssl.cnf sets `SECLEVEL=2` for TLS connections
+/// (s_client, curl), but `openssl verify` judges key sizes and digests only at the
+/// authentication level it is given, and without one it accepts SHA-1 and RSA-1024.
+const DEBIAN_SECURITY_LEVEL: &str = "2";
+
 /// `openssl verify` agrees with the manifest on every chain. openssl checks a certificate's
-/// own validity, issuer, purpose, name and (with -crl_check) revocation; it cannot see a key
-/// mismatch (a handshake property), and it falls back to the subject CN when a certificate
-/// has no subjectAltName — as mbedTLS on ESP boards does — so `cn-only` passes there.
+/// own validity, issuer, purpose, name, (with -crl_check) revocation and, at Debian's
+/// security level, digests and key sizes; it cannot see a key mismatch (a handshake
+/// property), and it falls back to the subject CN when a certificate has no subjectAltName —
+/// as mbedTLS on ESP boards does — so `cn-only` passes there.
 #[test]
 fn openssl_verify_agrees() {
     if !openssl_available() {
@@ -227,43 +285,8 @@ fn openssl_verify_agrees() {
     }
     let pki = pki();
     let tmp = tempfile::tempdir().unwrap();
-    let intermediate_subject = &pki.manifest.authorities.intermediate.certificate.subject;
     for profile in &pki.manifest.profiles {
-        let chain = pki.chain(&profile.name).unwrap();
-        let leaf = write_pem(
-            tmp.path(),
-            &format!("{}-leaf.pem", profile.name),
-            &chain[..1],
-        );
-        let mut cmd = Command::new("openssl");
-        cmd.arg("verify")
-            .arg("-CAfile")
-            .arg(pki.path(&pki.manifest.authorities.root.cert.pem));
-        if chain.len() > 1 {
-            cmd.arg("-untrusted").arg(write_pem(
-                tmp.path(),
-                &format!("{}-rest.pem", profile.name),
-                &chain[1..],
-            ));
-        }
-        if &profile.chain[0].issuer == intermediate_subject {
-            cmd.arg("-crl_check")
-                .arg("-CRLfile")
-                .arg(pki.path(&pki.manifest.crl.pem));
-        }
-        match profile.side {
-            Side::Server => {
-                cmd.args(["-purpose", "sslserver"]);
-                match profile.connect_by {
-                    ConnectBy::Name => cmd.arg("-verify_hostname").arg(&pki.manifest.hosts[0]),
-                    ConnectBy::Ip => cmd.arg("-verify_ip").arg(pki.manifest.ips[0].to_string()),
-                };
-            }
-            Side::Device => {
-                cmd.args(["-purpose", "sslclient"]);
-            }
-        }
-        let output = cmd.arg(&leaf).output().unwrap();
+        let output = openssl_verify(pki, profile, tmp.path(), Some(DEBIAN_SECURITY_LEVEL));
         let accepted = output.status.success();
         let expected_accept = match (profile.name.as_str(), profile.expected) {
             ("cn-only", _) => true,
@@ -279,6 +302,81 @@ fn openssl_verify_agrees() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// OpenSSL refuses the weak-crypto chains for the reason mbedTLS does (BAD_MD, BAD_KEY): the
+/// digest of a signature, and the server key's size — but only at a security level: without
+/// one, `openssl verify` accepts both, which a qualification report must not take for a pass.
+#[test]
+fn openssl_refuses_the_weak_crypto_for_its_reason() {
+    if !openssl_available() {
+        return;
+    }
+    let pki = pki();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, reason) in [
+        ("sha1-signature", "CA signature digest algorithm too weak"),
+        ("rsa-1024", "EE certificate key too weak"),
+    ] {
+        let profile = pki.profile(name).unwrap();
+        let output = openssl_verify(pki, profile, tmp.path(), Some(DEBIAN_SECURITY_LEVEL));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !output.status.success() && said.contains(reason),
+            "{name}: {said}"
+        );
+        let unlevelled = openssl_verify(pki, profile, tmp.path(), None);
+        assert!(unlevelled.status.success(), "{name} without -auth_level");
+    }
+}
+
+/// `openssl verify` on a profile's chain as a device reaching it would verify it, at the
+/// given security level.
+fn openssl_verify(
+    pki: &PkiDir,
+    profile: &ProfileEntry,
+    tmp: &Path,
+    security_level: Option<&str>,
+) -> std::process::Output {
+    let intermediate_subject = &pki.manifest.authorities.intermediate.certificate.subject;
+    let chain = pki.chain(&profile.name).unwrap();
+    let leaf = write_pem(tmp, &format!("{}-leaf.pem", profile.name), &chain[..1]);
+    let mut cmd = Command::new("openssl");
+    cmd.arg("verify");
+    if let Some(level) = security_level {
+        cmd.args(["-auth_level", level]);
+    }
+    cmd.arg("-CAfile")
+        .arg(pki.path(&pki.manifest.authorities.root.cert.pem));
+    if chain.len() > 1 {
+        cmd.arg("-untrusted").arg(write_pem(
+            tmp,
+            &format!("{}-rest.pem", profile.name),
+            &chain[1..],
+        ));
+    }
+    if &profile.chain[0].issuer == intermediate_subject {
+        cmd.arg("-crl_check")
+            .arg("-CRLfile")
+            .arg(pki.path(&pki.manifest.crl.pem));
+    }
+    match profile.side {
+        Side::Server => {
+            cmd.args(["-purpose", "sslserver"]);
+            match profile.connect_by {
+                ConnectBy::Name => cmd.arg("-verify_hostname").arg(&pki.manifest.hosts[0]),
+                ConnectBy::Ip => cmd.arg("-verify_ip").arg(pki.manifest.ips[0].to_string()),
+            };
+        }
+        Side::Device => {
+            cmd.args(["-purpose", "sslclient"]);
+        }
+    }
+    cmd.arg(&leaf).output().unwrap()
 }
 
 /// openssl confirms that `device-key-mismatch` really holds a key of another certificate,

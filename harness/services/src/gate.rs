@@ -21,6 +21,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::events::{EventBus, EventKind, RejectReason, TlsOutcome, TlsRecord};
 use crate::legacy_tls::{self, LegacyVersions};
 use crate::mqtt_proxy::{self, BrokerBehaviour, Connection, ProxyShared, Upstreams};
+use crate::small_rsa::SmallRsaKey;
 
 /// Whether and how devices must present a certificate.
 #[derive(Debug, Clone)]
@@ -119,7 +120,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Builds the rustls server side. The certified key is assembled by hand rather than with
 /// `with_single_cert`, which refuses chains whose first certificate does not match the key —
-/// exactly what the `reversed-chain` fault profile must be able to serve.
+/// exactly what the `reversed-chain` fault profile must be able to serve — and with an RSA key
+/// too small for rustls's loader (`rsa-1024`) signed by [`SmallRsaKey`].
 fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
     let settings = &config.tls;
     let mut suites = rustls::crypto::aws_lc_rs::default_provider();
@@ -177,9 +179,16 @@ fn server_config(config: &GateConfig) -> Result<Arc<ServerConfig>, GateError> {
         }
         ClientAuth::None => builder.with_no_client_auth(),
     };
-    let signing_key = provider()
+    let signing_key = match provider()
         .key_provider
-        .load_private_key(config.key.clone_key())?;
+        .load_private_key(config.key.clone_key())
+    {
+        Ok(key) => key,
+        Err(refused) => match SmallRsaKey::from_der(&config.key) {
+            Some(small) => Arc::new(small),
+            None => return Err(refused.into()),
+        },
+    };
     let certified = Arc::new(rustls::sign::CertifiedKey::new(
         config.chain.clone(),
         signing_key,

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod legacy_tls;
 pub mod mqtt_proxy;
 pub mod ota;
+mod small_rsa;
 pub mod sntp;
 
 use std::net::SocketAddr;

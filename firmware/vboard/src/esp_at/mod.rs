@@ -3,6 +3,7 @@
 //! and fuzzed without a board; [`EspAt`] wires it to the board's [`crate::personality::AppContext`].
 
 pub mod board_glue;
+mod cert_profile;
 mod cert_store;
 pub mod clock;
 mod console;

@@ -14,11 +14,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct,
-    PeerIncompatible, SignatureScheme, SupportedCipherSuite, Tls12CipherSuite,
+    AlertDescription, CertificateError, CipherSuite, ClientConfig, ClientConnection,
+    DigitallySignedStruct, PeerIncompatible, SignatureScheme, SupportedCipherSuite,
+    Tls12CipherSuite,
 };
 
-use super::costs;
+use super::{cert_profile, costs};
 use crate::personality::{Defect, Shared};
 
 /// What the module presents and trusts, parsed from its PKI partitions.
@@ -135,6 +136,8 @@ impl rustls::time_provider::TimeProvider for BoardClock {
 #[derive(Debug)]
 struct BoardVerifier {
     webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// The provisioned CA certificates: where mbedTLS's chain walk stops.
+    trusted: Vec<CertificateDer<'static>>,
     defects: Vec<Defect>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
@@ -167,22 +170,28 @@ impl ServerCertVerifier for BoardVerifier {
         if self.has(Defect::SkipServerVerify) {
             return Ok(ServerCertVerified::assertion());
         }
-        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if self.has(Defect::SkipCnCheck) || cn_names(end_entity, server_name) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. },
-            )) if self.has(Defect::IgnoreExpiry) => Ok(ServerCertVerified::assertion()),
-            Err(rustls::Error::InvalidCertificate(e)) => {
-                Err(rustls::Error::InvalidCertificate(as_mbedtls_alerts(e)))
-            }
-            other => other,
+        let verdict =
+            match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) if self.has(Defect::SkipCnCheck) || cn_names(end_entity, server_name) => {
+                    Ok(ServerCertVerified::assertion())
+                }
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::Expired
+                    | CertificateError::ExpiredContext { .. }
+                    | CertificateError::NotValidYet
+                    | CertificateError::NotValidYetContext { .. },
+                )) if self.has(Defect::IgnoreExpiry) => Ok(ServerCertVerified::assertion()),
+                Err(rustls::Error::InvalidCertificate(e)) => {
+                    Err(rustls::Error::InvalidCertificate(as_mbedtls_alerts(e)))
+                }
+                other => other,
+            };
+        match cert_profile::flags(end_entity, intermediates, &self.trusted) {
+            0 => verdict,
+            weak => Err(with_profile_flags(verdict, weak)),
         }
     }
 
@@ -278,6 +287,76 @@ fn certificate_message_len(
             .sum::<usize>()
 }
 
+/// Every X.509 verify flag mbedTLS raised on a chain, where they are more than one rustls
+/// error variant can say: a chain the certificate profile refuses ([`cert_profile`]).
+#[derive(Debug, thiserror::Error)]
+#[error("X.509 verify flags 0x{0:x}")]
+struct VerifyFlags(u32);
+
+/// A chain the certificate profile refuses, with the flag of webpki's own refusal added (mbedTLS
+/// reports all flags of a chain at once). webpki's "unsupported signature algorithm" adds
+/// nothing: it is the SHA-1 signature that BAD_MD already reports, and mbedTLS, which has
+/// SHA-1, finds that signature good.
+fn with_profile_flags(
+    verdict: Result<ServerCertVerified, rustls::Error>,
+    profile_flags: u32,
+) -> rustls::Error {
+    let flags = match verdict {
+        Ok(_) => profile_flags,
+        #[allow(deprecated)]
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnsupportedSignatureAlgorithm
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. },
+        )) => profile_flags,
+        Err(rustls::Error::InvalidCertificate(e)) => profile_flags | verify_flags(&e),
+        Err(other) => return other,
+    };
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        VerifyFlags(flags),
+    ))))
+}
+
+/// The alert mbedTLS sends when verification fails with these flags (Mbed-TLS v3.6.4
+/// `library/ssl_tls.c`, `mbedtls_ssl_parse_certificate`: the first flag of this list decides).
+fn mbedtls_alert(flags: u32) -> AlertDescription {
+    const BY_FLAG: &[(u32, AlertDescription)] = &[
+        (0x100, AlertDescription::AccessDenied),  // BADCERT_OTHER
+        (0x04, AlertDescription::BadCertificate), // BADCERT_CN_MISMATCH
+        (0x800, AlertDescription::UnsupportedCertificate), // BADCERT_KEY_USAGE
+        (0x1000, AlertDescription::UnsupportedCertificate), // BADCERT_EXT_KEY_USAGE
+        (0x2000, AlertDescription::UnsupportedCertificate), // BADCERT_NS_CERT_TYPE
+        (0x8000, AlertDescription::UnsupportedCertificate), // BADCERT_BAD_PK
+        (0x1_0000, AlertDescription::UnsupportedCertificate), // BADCERT_BAD_KEY
+        (0x01, AlertDescription::CertificateExpired), // BADCERT_EXPIRED
+        (0x02, AlertDescription::CertificateRevoked), // BADCERT_REVOKED
+        (0x08, AlertDescription::UnknownCA),      // BADCERT_NOT_TRUSTED
+    ];
+    BY_FLAG
+        .iter()
+        .find(|(flag, _)| flags & flag != 0)
+        .map_or(AlertDescription::CertificateUnknown, |(_, alert)| *alert)
+}
+
+/// The alert to send by hand instead of rustls's, for failures whose rustls error variant
+/// cannot make rustls pick mbedTLS's alert (it picks by variant; [`VerifyFlags`] is one).
+fn alert_by_flags(error: &rustls::Error) -> Option<AlertDescription> {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other
+            .0
+            .downcast_ref::<VerifyFlags>()
+            .map(|VerifyFlags(flags)| mbedtls_alert(*flags)),
+        _ => None,
+    }
+}
+
+/// A fatal alert as a TLS 1.2 plaintext record: the board only verifies the server's
+/// Certificate message, before any ChangeCipherSpec, so the record is not encrypted.
+fn alert_record(alert: AlertDescription) -> [u8; 7] {
+    const ALERT: u8 = 21;
+    const FATAL: u8 = 2;
+    [ALERT, 3, 3, 0, 2, FATAL, u8::from(alert)]
+}
+
 /// Whether mbedTLS gives up on this failure without telling the peer.
 fn fails_silently(error: &rustls::Error) -> bool {
     matches!(error, rustls::Error::InvalidCertificate(CertificateError::Other(other))
@@ -290,13 +369,14 @@ fn webpki_other(error: &CertificateError, name: &str) -> bool {
 }
 
 /// Rewrites a verification failure so that rustls sends the alert mbedTLS sends for it.
-/// mbedTLS picks the alert from the verify flags (library/ssl_tls.c, after
-/// `mbedtls_x509_crt_verify`): CN mismatch → bad_certificate, (extended) key usage →
-/// unsupported_certificate, expired → certificate_expired, revoked → certificate_revoked,
-/// not trusted (unknown issuer *or* bad signature) → unknown_ca, anything else — "not yet
-/// valid" among them — certificate_unknown. rustls's own choice differs for the last two
-/// (certificate_expired for "not yet valid", decrypt_error for a bad signature), and a
-/// gate watching a real board would see mbedTLS's.
+/// mbedTLS picks the alert from the verify flags ([`mbedtls_alert`]): CN mismatch →
+/// bad_certificate, (extended) key usage → unsupported_certificate, expired →
+/// certificate_expired, revoked → certificate_revoked, not trusted (unknown issuer *or* bad
+/// signature) → unknown_ca, anything else — "not yet valid" among them — certificate_unknown.
+/// rustls's own choice differs for the last two (certificate_expired for "not yet valid",
+/// decrypt_error for a bad signature), and a gate watching a real board would see mbedTLS's.
+/// Flags no rustls variant carries (the certificate profile's) go as [`VerifyFlags`], whose
+/// alert is written by hand ([`alert_by_flags`]).
 ///
 /// Two webpki refusals mbedTLS reaches differently (Mbed-TLS `library/x509_crt.c`): an issuer
 /// without the CA basic constraint is no parent at all (`x509_crt_check_parent` wants
@@ -430,6 +510,7 @@ pub fn client_config(
     };
     let verifier = BoardVerifier {
         webpki,
+        trusted: credentials.ca.clone(),
         defects: shared.defects(),
         provider: provider.clone(),
     };
@@ -512,6 +593,14 @@ const VERIFY_FLAG_TEXT: &[(u32, &str)] = &[
         0x1000,
         "Usage does not match the extendedKeyUsage extension",
     ),
+    (
+        cert_profile::BADCERT_BAD_MD,
+        "The certificate is signed with an unacceptable hash.",
+    ),
+    (
+        cert_profile::BADCERT_BAD_KEY,
+        "The certificate is signed with an unacceptable key (eg bad curve, RSA too short).",
+    ),
 ];
 
 const X509_CERT_VERIFY_FAILED: u16 = 0x2700;
@@ -526,19 +615,7 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
     match error {
         HandshakeError::OutOfHeap => code(0x7F00), // SSL_ALLOC_FAILED
         HandshakeError::Tls(e) if fails_silently(e) => code(0x7080), // SSL_FEATURE_UNAVAILABLE
-        HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => {
-            verify(match e {
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
-                CertificateError::Revoked => 0x02,
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => 0x04,
-                CertificateError::UnknownIssuer => 0x08,
-                CertificateError::InvalidPurpose
-                | CertificateError::InvalidPurposeContext { .. } => 0x1000,
-                CertificateError::Other(other) if other.0.is::<ValidityStartsInFuture>() => 0x200,
-                _ => 0x100,
-            })
-        }
+        HandshakeError::Tls(rustls::Error::InvalidCertificate(e)) => verify(verify_flags(e)),
         HandshakeError::Tls(rustls::Error::AlertReceived(_)) => code(0x7780), // FATAL_ALERT_MESSAGE
         HandshakeError::Tls(rustls::Error::InvalidMessage(_)) => code(0x7200), // INVALID_RECORD
         // A ServerHello choosing TLS 1.0/1.1: Mbed-TLS 3.x `library/ssl_tls12_client.c`,
@@ -557,6 +634,23 @@ pub fn mbedtls_failure(error: &HandshakeError) -> MbedFailure {
             code(0x6800) // SSL_TIMEOUT
         }
         HandshakeError::Io(_) => code(0x7280), // SSL_CONN_EOF
+    }
+}
+
+/// The X.509 verify flags of a verification failure (esp-facts §5.6).
+fn verify_flags(error: &CertificateError) -> u32 {
+    match error {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => 0x01,
+        CertificateError::Revoked => 0x02,
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => 0x04,
+        CertificateError::UnknownIssuer => 0x08,
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => 0x1000,
+        CertificateError::Other(other) if other.0.is::<ValidityStartsInFuture>() => 0x200,
+        CertificateError::Other(other) => match other.0.downcast_ref::<VerifyFlags>() {
+            Some(VerifyFlags(flags)) => *flags,
+            None => 0x100,
+        },
+        _ => 0x100,
     }
 }
 
@@ -736,7 +830,9 @@ fn handshake(
         }
         if let Err(tls) = conn.process_new_packets() {
             // Our alert (certificate_expired, unknown_ca, ...) goes out before giving up.
-            if !fails_silently(&tls) {
+            if let Some(alert) = alert_by_flags(&tls) {
+                let _ = tcp.write_all(&alert_record(alert));
+            } else if !fails_silently(&tls) {
                 let _ = conn.write_tls(&mut tcp);
             }
             return Err(HandshakeError::Tls(tls));

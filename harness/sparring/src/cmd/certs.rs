@@ -45,8 +45,9 @@ struct GenerateArgs {
     /// Device id: the CN of the device certificate (and the MQTT client id a CN policy expects).
     #[arg(long, default_value = "sparring-dut-1")]
     device_id: String,
-    /// Key type of every certificate (the rsa-4096 profile is always RSA-4096). RSA keys are
-    /// cached in $SPARRING_KEY_CACHE or ~/.cache/sparring/keys.
+    /// Key type of every certificate (the rsa-4096 and rsa-1024 profiles have RSA-4096 and
+    /// RSA-1024 leaves, sha1-signature an RSA-2048 intermediate). RSA keys are cached in
+    /// $SPARRING_KEY_CACHE or ~/.cache/sparring/keys.
     #[arg(long, default_value = "ec-p256", value_parser = ["ec-p256", "rsa-2048", "rsa-4096"])]
     key: String,
     /// Generate RSA keys afresh instead of using the key cache.
