@@ -44,6 +44,13 @@ fn bench(dir: &Path, id: &str, keys: &str) -> VboardProcess {
     board
 }
 
+/// A bench whose firmware under test is the ESP-AT flash set at the version the scenarios
+/// expect (`${firmware.version}`), named in its entry's `firmware_files`.
+fn esp_at_bench(dir: &Path, id: &str) -> VboardProcess {
+    common::flash_set(&dir.join("esp-at"), "esp32c3", "esp-at", "2.4.0.0");
+    bench(dir, id, "firmware_files = \"esp-at\"\n")
+}
+
 /// A scenario of the step library's `esp-at/boot.toml` alone: a flash step, then `ready` and
 /// `AT`/`OK` on the AT port. Nothing in it writes flash but the flash step.
 fn boot_scenario(dir: &Path) -> String {
@@ -87,10 +94,7 @@ fn booted_app(flash: &Path) -> image::AppDescriptor {
 #[test]
 fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The firmware under test is the user's: the ESP-AT flash set at the version the
-    // scenarios expect (`${firmware.version}`).
-    common::flash_set(&dir.path().join("esp-at"), "esp32c3", "esp-at", "2.4.0.0");
-    let board = bench(dir.path(), "bench-c3", "firmware_files = \"esp-at\"\n");
+    let board = esp_at_bench(dir.path(), "bench-c3");
     let output = run_on(dir.path(), "bench-c3", &[]).output().expect("run");
     let report = report(dir.path());
     let results = report["run"]["results"].as_array().expect("results");
@@ -241,7 +245,7 @@ fn firmware_files_for_another_chip_error_the_flash_step_before_anything_is_writt
 #[test]
 fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut board = bench(dir.path(), "dying-c3", "");
+    let mut board = esp_at_bench(dir.path(), "dying-c3");
     let mut child = run_on(dir.path(), "dying-c3", &["--filter", "tls-*"])
         .stderr(Stdio::piped())
         .spawn()
@@ -307,7 +311,7 @@ fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
 #[test]
 fn a_second_run_is_refused_the_board_another_run_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let _board = bench(dir.path(), "held-c3", "");
+    let _board = esp_at_bench(dir.path(), "held-c3");
     let mut first = run_on(dir.path(), "held-c3", &["--filter", "time-no-sntp"])
         .stderr(Stdio::piped())
         .spawn()
