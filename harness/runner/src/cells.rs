@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::board::BoardDescriptor;
+use crate::board::{BoardDescriptor, FirmwareKind};
 use crate::scenario::LoadedScenario;
 
 /// Which boards a scenario runs on.
@@ -58,6 +58,17 @@ pub fn ineligible(board: &BoardDescriptor, scenario: &LoadedScenario) -> Option<
             wanted.personality,
             board.name,
             board.firmware.personality()
+        ));
+    }
+    if let Some(storage) = board.at_storage
+        && wanted.personality == FirmwareKind::EspAt.personality()
+        && storage != wanted.at_storage
+    {
+        return Some(format!(
+            "needs ESP-AT firmware keeping certificates in {}; {}'s keeps them in {} (at_storage in its inventory entry)",
+            wanted.at_storage.name(),
+            board.name,
+            storage.name()
         ));
     }
     let missing: Vec<&str> = wanted

@@ -92,19 +92,22 @@ pub enum FirmwareError {
     Mixed(String),
 }
 
-/// Resolves `inputs` into regions for `chip` and validates them all.
+/// Resolves `inputs` into regions for `chip` and validates them all. Relative paths in them
+/// are taken from `base` (`Path::new("")`: the working directory, as a command line's are;
+/// an inventory's directory for its `firmware_files`).
 pub fn resolve(
     inputs: &[String],
+    base: &Path,
     chip: Chip,
     companions: &ElfCompanions,
 ) -> Result<Firmware, FirmwareError> {
     let firmware = match inputs {
         [] => return Err(FirmwareError::Empty),
-        [one] if !one.contains('=') => resolve_path(Path::new(one), chip, companions)?,
+        [one] if !one.contains('=') => resolve_path(&base.join(one), chip, companions)?,
         pairs => {
             let regions = pairs
                 .iter()
-                .map(|pair| offset_file(pair, Path::new(".")))
+                .map(|pair| offset_file(pair, base))
                 .collect::<Result<_, _>>()?;
             Firmware {
                 kind: InputKind::OffsetFiles,
@@ -176,6 +179,12 @@ fn resolve_path(
         None => "empty file".into(),
     };
     Err(FirmwareError::Unknown(shown, what))
+}
+
+/// The file or directory an input names: the input itself, or the file of an `offset=file`
+/// pair.
+pub fn named_path(input: &str) -> &str {
+    input.split_once('=').map_or(input, |(_, file)| file)
 }
 
 const IDF_ARGS: &str = "flasher_args.json";
@@ -559,12 +568,12 @@ mod tests {
     }
 
     fn resolve_one(path: &Path) -> Result<Firmware, FirmwareError> {
-        resolve(&args(&[path]), C3, &ElfCompanions::default())
+        resolve(&args(&[path]), Path::new(""), C3, &ElfCompanions::default())
     }
 
     /// The one-line refusal of `inputs` for an ESP32-C3, checked to contain `words`.
     fn assert_refused(inputs: &[String], words: &str) -> String {
-        let error = resolve(inputs, C3, &ElfCompanions::default())
+        let error = resolve(inputs, Path::new(""), C3, &ElfCompanions::default())
             .expect_err("refused")
             .to_string();
         assert!(error.contains(words) && !error.contains('\n'), "{error}");
@@ -640,6 +649,34 @@ mod tests {
     }
 
     #[test]
+    fn relative_inputs_are_taken_from_the_base_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let set = dir.path().join("set");
+        std::fs::create_dir(&set).expect("set dir");
+        write_set(
+            &set,
+            &esp_at_set(C3),
+            FLASH_SET,
+            serde_json::json!({"chip": "esp32c3"}),
+        );
+        let companions = ElfCompanions::default();
+        let firmware = resolve(&["set".into()], dir.path(), C3, &companions).expect("resolves");
+        assert_eq!(firmware.kind, InputKind::FlashSet);
+
+        let pair = "0x60000=set/app.bin";
+        assert_eq!(named_path(pair), "set/app.bin");
+        assert_eq!(named_path("set"), "set");
+        let firmware = resolve(&[pair.into()], dir.path(), C3, &companions).expect("resolves");
+        let app = std::fs::read(set.join("app.bin")).expect("app.bin");
+        assert_eq!(firmware.regions[0].data, app);
+        // The same inputs from elsewhere name nothing.
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let error =
+            resolve(&[pair.into()], elsewhere.path(), C3, &companions).expect_err("not found");
+        assert!(matches!(error, FirmwareError::Read(..)), "{error}");
+    }
+
+    #[test]
     fn a_merged_binary_is_one_region_at_zero() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("merged.bin");
@@ -660,7 +697,8 @@ mod tests {
         )
         .expect("written");
         let pair = format!("0x10000={}", app.display());
-        let firmware = resolve(&[pair], C3, &ElfCompanions::default()).expect("resolves");
+        let firmware =
+            resolve(&[pair], Path::new(""), C3, &ElfCompanions::default()).expect("resolves");
         assert_eq!(firmware.kind, InputKind::OffsetFiles);
         assert_eq!(firmware.regions[0].offset, 0x10000);
     }
@@ -769,7 +807,8 @@ mod tests {
             format!("0x9000={}", file.display()),
             format!("0xa000={}", file.display()),
         ];
-        let error = resolve(&pairs, C3, &ElfCompanions::default()).expect_err("refused");
+        let error =
+            resolve(&pairs, Path::new(""), C3, &ElfCompanions::default()).expect_err("refused");
         assert!(matches!(error, FirmwareError::Overlap(..)), "{error}");
         assert_refused(
             &[format!("9000={}", file.display())],

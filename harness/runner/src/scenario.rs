@@ -62,6 +62,16 @@ pub enum AtStorage {
     MfgNvs,
 }
 
+impl AtStorage {
+    /// As scenario and inventory files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtStorage::PkiPartitions => "pki-partitions",
+            AtStorage::MfgNvs => "mfg-nvs",
+        }
+    }
+}
+
 impl From<AtStorage> for esp_formats::partition::AtStorage {
     fn from(storage: AtStorage) -> Self {
         match storage {
@@ -194,7 +204,9 @@ pub struct PublishStep {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlashStep {
-    /// Image set to flash (`esp-at` layout) with the app version to build.
+    /// Image set to flash (`esp-at` layout) with the app version to build. Both describe the
+    /// generated image a virtual board gets; a board with `firmware_files` gets those files,
+    /// one without keeps its firmware (see [`crate::board::FlashContent`]).
     pub layout: String,
     pub version: String,
 }

@@ -33,12 +33,42 @@ fn run_on(dir: &Path, board: &str, extra: &[&str]) -> Command {
     command
 }
 
-fn bench(dir: &Path, id: &str) -> VboardProcess {
+/// A `sparring vboard` declared as board `id` in `dir/boards.toml`, with `keys` added to its
+/// entry.
+fn bench(dir: &Path, id: &str, keys: &str) -> VboardProcess {
     let board = start_vboard(&dir.join("flash.bin"));
     let lab = Lab::new();
     lab.install(&board);
-    std::fs::write(dir.join("boards.toml"), lab.inventory(id, &board)).expect("inventory written");
+    let inventory = format!("{}{keys}", lab.inventory(id, &board));
+    std::fs::write(dir.join("boards.toml"), inventory).expect("inventory written");
     board
+}
+
+/// A bench whose firmware under test is the ESP-AT flash set at the version the scenarios
+/// expect (`${firmware.version}`), named in its entry's `firmware_files`.
+fn esp_at_bench(dir: &Path, id: &str) -> VboardProcess {
+    common::flash_set(&dir.join("esp-at"), "esp32c3", "esp-at", "2.4.0.0");
+    bench(dir, id, "firmware_files = \"esp-at\"\n")
+}
+
+/// A scenario of the step library's `esp-at/boot.toml` alone: a flash step, then `ready` and
+/// `AT`/`OK` on the AT port. Nothing in it writes flash but the flash step.
+fn boot_scenario(dir: &Path) -> String {
+    let path = dir.join("boot-only.toml");
+    std::fs::write(
+        &path,
+        "id = \"boot-only\"\ntitle = \"flash, then the AT port answers\"\n\n[board]\npersonality = \"esp-at\"\n\n[[steps]]\ninclude = { file = \"esp-at/boot.toml\" }\n",
+    )
+    .expect("scenario written");
+    path.display().to_string()
+}
+
+/// The single result of a run.
+fn only_result(dir: &Path, output: &Output) -> Value {
+    let report = report(dir);
+    let results = report["run"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{}", text(output));
+    results[0].clone()
 }
 
 fn report(dir: &Path) -> Value {
@@ -64,7 +94,7 @@ fn booted_app(flash: &Path) -> image::AppDescriptor {
 #[test]
 fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let board = bench(dir.path(), "bench-c3");
+    let board = esp_at_bench(dir.path(), "bench-c3");
     let output = run_on(dir.path(), "bench-c3", &[]).output().expect("run");
     let report = report(dir.path());
     let results = report["run"]["results"].as_array().expect("results");
@@ -77,10 +107,10 @@ fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
             Some("skipped") => {
                 let reason = reason.as_str().unwrap_or_default();
                 assert!(
-                    ["heap-control", "defects", "lab-network"]
+                    ["heap-control", "defects", "lab-network", "at_storage"]
                         .iter()
                         .any(|c| reason.contains(c)),
-                    "{id} skipped without naming a capability: {reason}"
+                    "{id} skipped without naming a capability or the storage: {reason}"
                 );
                 skipped.push(id.as_str().unwrap_or_default().to_owned());
             }
@@ -94,6 +124,7 @@ fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
             "crash-large-record",
             "heap-low-tls",
             "ota-rollback-crash",
+            "provision-mfg-nvs",
             "tls-cn-only",
             "tls-wrong-host"
         ]
@@ -117,9 +148,104 @@ fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
 }
 
 #[test]
+fn the_flash_step_writes_the_firmware_files_the_inventory_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A version nothing else flashes: the boot log can only show it if these files were written.
+    common::flash_set(&dir.path().join("fw"), "esp32c3", "esp-at", "7.7.7-bench");
+    let _board = bench(dir.path(), "files-c3", "firmware_files = \"fw\"\n");
+    let scenario = boot_scenario(dir.path());
+    let output = run_on(dir.path(), "files-c3", &[&scenario])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let result = only_result(dir.path(), &output);
+    assert_eq!(result["verdict"], "pass", "{result:#}");
+    let firmware = &result["facts"]["firmware"];
+    assert_eq!(firmware["project"], "esp-at", "{result:#}");
+    assert_eq!(firmware["version"], "7.7.7-bench", "{result:#}");
+    let log = result["logs"]["log"].as_str().expect("a log file");
+    // Every byte the port carried, the loader's binary replies included.
+    let log = String::from_utf8_lossy(&std::fs::read(log).expect("the log file")).into_owned();
+    assert!(log.contains("App version:      7.7.7-bench"), "{log}");
+    assert_eq!(
+        booted_app(&dir.path().join("flash.bin")).version,
+        "7.7.7-bench"
+    );
+}
+
+#[test]
+fn a_board_without_firmware_files_keeps_its_firmware_through_the_flash_step() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _board = bench(dir.path(), "kept-c3", "");
+    // The module's own firmware, put there as a user would.
+    let set = dir.path().join("own");
+    common::flash_set(&set, "esp32c3", "esp-at", "6.6.6-own");
+    let flashed = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .arg("flash")
+        .arg("--boards")
+        .arg(dir.path().join("boards.toml"))
+        .args(["--board", "kept-c3"])
+        .arg(&set)
+        .env("SPARRING_LOCK_DIR", lock_dir(dir.path()))
+        .output()
+        .expect("sparring flash");
+    assert!(flashed.status.success(), "{}", text(&flashed));
+    let flash = dir.path().join("flash.bin");
+    let before = std::fs::read(&flash).expect("flash file");
+
+    let scenario = boot_scenario(dir.path());
+    let output = run_on(dir.path(), "kept-c3", &[&scenario])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let result = only_result(dir.path(), &output);
+    assert_eq!(result["verdict"], "pass-with-warnings", "{result:#}");
+    let warnings = result["warnings"].to_string();
+    assert!(
+        warnings.contains("kept the firmware board kept-c3 holds")
+            && warnings.contains("no firmware_files"),
+        "{warnings}"
+    );
+    assert_eq!(result["facts"]["firmware"]["version"], "6.6.6-own");
+    assert!(
+        std::fs::read(&flash).expect("flash file") == before,
+        "the flash step wrote to a board without firmware_files"
+    );
+}
+
+#[test]
+fn firmware_files_for_another_chip_error_the_flash_step_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::flash_set(&dir.path().join("fw-esp32"), "esp32", "esp-at", "1.0.0");
+    let _board = bench(dir.path(), "wrong-c3", "firmware_files = \"fw-esp32\"\n");
+    let flash = dir.path().join("flash.bin");
+    let before = std::fs::read(&flash).expect("flash file");
+    let scenario = boot_scenario(dir.path());
+    let output = run_on(dir.path(), "wrong-c3", &[&scenario])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let result = only_result(dir.path(), &output);
+    assert_eq!(result["verdict"], "error", "{result:#}");
+    let reason = result["reason"].as_str().unwrap_or_default();
+    let inventory = dir.path().join("boards.toml");
+    assert!(
+        reason.contains(&format!(
+            "board wrong-c3: firmware_files ({}:",
+            inventory.display()
+        )) && reason.contains("fw-esp32/flash-set.json: built for esp32, but the board is esp32c3"),
+        "{reason}"
+    );
+    assert!(
+        std::fs::read(&flash).expect("flash file") == before,
+        "the flash file changed"
+    );
+}
+
+#[test]
 fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut board = bench(dir.path(), "dying-c3");
+    let mut board = esp_at_bench(dir.path(), "dying-c3");
     let mut child = run_on(dir.path(), "dying-c3", &["--filter", "tls-*"])
         .stderr(Stdio::piped())
         .spawn()
@@ -185,7 +311,7 @@ fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
 #[test]
 fn a_second_run_is_refused_the_board_another_run_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let _board = bench(dir.path(), "held-c3");
+    let _board = esp_at_bench(dir.path(), "held-c3");
     let mut first = run_on(dir.path(), "held-c3", &["--filter", "time-no-sntp"])
         .stderr(Stdio::piped())
         .spawn()
@@ -217,7 +343,7 @@ fn a_second_run_is_refused_the_board_another_run_holds() {
 #[test]
 fn boards_lists_and_probes_the_external_board_and_checks_the_inventory() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let board = bench(dir.path(), "listed-c3");
+    let board = bench(dir.path(), "listed-c3", "");
     let inventory = dir.path().join("boards.toml");
     let inventory = inventory.to_str().expect("utf-8 path");
     let uart0 = board.info.uart0.display().to_string();

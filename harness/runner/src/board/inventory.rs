@@ -14,7 +14,8 @@ use serialport::{SerialPortInfo, SerialPortType, UsbPortInfo};
 use toml::Spanned;
 
 use super::{FirmwareKind, Wifi};
-use crate::scenario::{self, LoadError, line_column};
+use crate::firmware::{self, ElfCompanions, Firmware, FirmwareError};
+use crate::scenario::{self, AtStorage, LoadError, line_column};
 
 /// Where `sparring` looks for the inventory when `--boards` is not given.
 pub const DEFAULT_FILE: &str = "boards.toml";
@@ -88,8 +89,33 @@ pub struct BoardEntry {
     pub firmware: FirmwareKind,
     /// The app ELF the board runs, to decode its panics in reports.
     pub elf: Option<PathBuf>,
+    /// What a scenario's `flash` step writes (`firmware_files`); without it the step keeps the
+    /// firmware the board holds.
+    pub firmware_files: Option<FirmwareFiles>,
+    /// Where its ESP-AT firmware keeps certificates: scenarios for the other storage skip it.
+    pub at_storage: AtStorage,
     /// `file:line` of the entry, for messages.
     pub origin: String,
+}
+
+/// A board's `firmware_files`: the user's firmware, in any form [`firmware::resolve`] takes
+/// (an ESP-IDF build directory, an app ELF, a merged binary, a flash set, `offset=file` pairs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareFiles {
+    /// As written in the inventory.
+    pub inputs: Vec<String>,
+    /// The inventory's directory: relative inputs are taken from there.
+    pub dir: PathBuf,
+    /// `file:line` of the key, for messages.
+    pub origin: String,
+}
+
+impl FirmwareFiles {
+    /// The regions to flash, validated for `chip` (read again at each call: a rebuild between
+    /// scenarios is flashed).
+    pub fn resolve(&self, chip: Chip) -> Result<Firmware, FirmwareError> {
+        firmware::resolve(&self.inputs, &self.dir, chip, &ElfCompanions::default())
+    }
 }
 
 /// One `[[board]]` with `probe = ...`: flashed, reset and (with `log = "rtt"`) read through a
@@ -185,10 +211,46 @@ struct BoardFile {
     #[serde(default)]
     firmware: FirmwareKind,
     elf: Option<Spanned<PathBuf>>,
+    firmware_files: Option<Spanned<OneOrMany>>,
+    at_storage: Option<AtStorage>,
     // Debug-probe boards only.
     probe: Option<Spanned<String>>,
     target: Option<Spanned<String>>,
     log: Option<Spanned<String>>,
+}
+
+/// A string, or a list of strings each with its own position (an untagged enum would lose
+/// the positions: serde buffers its input).
+#[derive(Debug)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(text.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,6 +446,11 @@ impl Inventory {
                 .map(|elf| existing_elf(path, &elf))
                 .transpose()
                 .map_err(|(at, m)| invalid(at, m))?;
+            let firmware_files = board
+                .firmware_files
+                .map(|files| existing_firmware_files(path, text, files))
+                .transpose()
+                .map_err(|(at, m)| invalid(at, m))?;
             let (line, _) = line_column(text, start);
             boards.push(BoardEntry {
                 id,
@@ -393,6 +460,8 @@ impl Inventory {
                 reset,
                 firmware: board.firmware,
                 elf,
+                firmware_files,
+                at_storage: board.at_storage.unwrap_or_default(),
                 origin: format!("{}:{line}", path.display()),
             });
         }
@@ -434,6 +503,11 @@ fn probe_entry(
         ("reset (the probe resets the board)", board.reset.is_some()),
         ("at_port", board.at_port.is_some()),
         ("at_usb", board.at_usb.is_some()),
+        (
+            "firmware_files (the probe flashes elf)",
+            board.firmware_files.is_some(),
+        ),
+        ("at_storage", board.at_storage.is_some()),
     ]);
     if !serial_keys.is_empty() {
         return Err((
@@ -509,6 +583,49 @@ fn existing_elf(inventory: &Path, elf: &Spanned<PathBuf>) -> Result<PathBuf, (us
         ));
     }
     Ok(resolved)
+}
+
+/// `firmware_files`: each input's file or directory must exist (relative to the inventory);
+/// whether it is firmware for the board's chip is checked when it is flashed. Errors are (byte
+/// offset, what was expected).
+fn existing_firmware_files(
+    inventory: &Path,
+    text: &str,
+    files: Spanned<OneOrMany>,
+) -> Result<FirmwareFiles, (usize, String)> {
+    let key_at = files.span().start;
+    let inputs: Vec<(usize, String)> = match files.into_inner() {
+        OneOrMany::One(input) => vec![(key_at, input)],
+        OneOrMany::Many(inputs) => inputs
+            .into_iter()
+            .map(|input| (input.span().start, input.into_inner()))
+            .collect(),
+    };
+    if inputs.is_empty() {
+        return Err((
+            key_at,
+            "firmware_files: expected a build directory, an ELF, a .bin, a flash set or offset=file pairs, not an empty list".into(),
+        ));
+    }
+    let dir = inventory.parent().unwrap_or(Path::new("")).to_owned();
+    for (at, input) in &inputs {
+        let named = dir.join(firmware::named_path(input));
+        if !named.exists() {
+            return Err((
+                *at,
+                format!(
+                    "firmware_files {input:?}: no such file or directory ({})",
+                    named.display()
+                ),
+            ));
+        }
+    }
+    let (line, _) = line_column(text, key_at);
+    Ok(FirmwareFiles {
+        inputs: inputs.into_iter().map(|(_, input)| input).collect(),
+        dir,
+        origin: format!("{}:{line}", inventory.display()),
+    })
 }
 
 /// The keys of `keys` that the entry gives.
@@ -804,6 +921,68 @@ mod tests {
             said.contains("board c3: a serial board takes no log (debug-probe board keys"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn firmware_files_are_found_next_to_the_inventory_or_refused_with_their_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("build")).expect("build dir");
+        std::fs::write(dir.path().join("app.bin"), b"\xe9").expect("written");
+        let inventory = dir.path().join("boards.toml");
+        let entry = |files: &str| {
+            format!(
+                "[[board]]\nid = \"desk\"\nchip = \"esp32c3\"\nlog_port = \"/dev/null\"\nfirmware_files = {files}\nat_storage = \"mfg-nvs\"\n"
+            )
+        };
+        let parsed = Inventory::parse(&inventory, &entry("\"build\"")).expect("valid");
+        let board = &parsed.boards[0];
+        let files = board.firmware_files.as_ref().expect("firmware_files");
+        assert_eq!(files.inputs, ["build"]);
+        assert_eq!(files.dir, dir.path());
+        assert_eq!(files.origin, format!("{}:5", inventory.display()));
+        assert_eq!(board.at_storage, AtStorage::MfgNvs);
+        let parsed = Inventory::parse(&inventory, &entry("[\"0x0=app.bin\", \"0x10000=app.bin\"]"))
+            .expect("valid");
+        let files = parsed.boards[0]
+            .firmware_files
+            .as_ref()
+            .expect("firmware_files");
+        assert_eq!(files.inputs, ["0x0=app.bin", "0x10000=app.bin"]);
+
+        // A missing file: the position of the string naming it, in a list or alone.
+        let error = Inventory::parse(&inventory, &entry("[\"build\", \"0x10000=gone.bin\"]"))
+            .expect_err("refused")
+            .to_string();
+        let expected = format!(
+            "{}:5:28: firmware_files \"0x10000=gone.bin\": ",
+            inventory.display()
+        );
+        assert!(error.starts_with(&expected), "{error}");
+        let missing = dir.path().join("gone.bin");
+        assert!(
+            error.ends_with(&format!(
+                "no such file or directory ({})",
+                missing.display()
+            )),
+            "{error}"
+        );
+        let error = Inventory::parse(&inventory, &entry("\"build/gone\""))
+            .expect_err("refused")
+            .to_string();
+        let expected = format!(
+            "{}:5:18: firmware_files \"build/gone\": no such file or directory",
+            inventory.display()
+        );
+        assert!(error.starts_with(&expected), "{error}");
+        let error = Inventory::parse(&inventory, &entry("[]"))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains(":5:18: firmware_files: expected"), "{error}");
+        // Without the key, nothing is flashed; the storage is ESP-AT v2.x's.
+        let bare = "[[board]]\nid = \"desk\"\nchip = \"esp32c3\"\nlog_port = \"/dev/null\"\n";
+        let parsed = Inventory::parse(&inventory, bare).expect("valid");
+        assert_eq!(parsed.boards[0].firmware_files, None);
+        assert_eq!(parsed.boards[0].at_storage, AtStorage::PkiPartitions);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use esp_formats::Chip;
 use serde::{Deserialize, Serialize};
 
 use crate::flash::LoaderLink;
-use crate::scenario::Port;
+use crate::scenario::{AtStorage, Port};
 
 /// What a board or its lab offers beyond flashing, resetting and its ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -92,6 +92,19 @@ impl FirmwareKind {
     }
 }
 
+/// What a scenario's `flash` step writes on a board, as its backend decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlashContent {
+    /// sparring's generated ESP-AT image set, at the step's `version`, in the scenario's
+    /// `at_storage` layout: a virtual board holds no other firmware.
+    GeneratedEspAt,
+    /// The user's firmware, as the board's inventory entry names it (`firmware_files`).
+    Files(inventory::FirmwareFiles),
+    /// Nothing: the board is reset into the firmware it holds. A real module is never
+    /// overwritten with the generated image, an app without code.
+    Held,
+}
+
 /// The network a board shares with the services, as a lab fixture sets it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabNetwork {
@@ -139,6 +152,10 @@ pub trait Board: Send {
     fn reset_into_app(&mut self, log: &serialport::TTYPort) -> Result<(), BoardError>;
     /// The lab equipment around the board, for the capabilities it declares.
     fn fixture(&mut self) -> Option<&mut dyn LabFixture>;
+    /// What a scenario's `flash` step writes: unless the backend knows better, nothing.
+    fn flash_content(&self) -> FlashContent {
+        FlashContent::Held
+    }
     /// The app ELF the board runs, when known: crash excerpts are decoded with it.
     fn elf(&self) -> Option<&std::path::Path> {
         None
@@ -156,6 +173,9 @@ pub struct BoardDescriptor {
     pub chip: Chip,
     pub firmware: FirmwareKind,
     pub capabilities: Vec<Capability>,
+    /// Where the board's ESP-AT firmware keeps certificates; `None` when the run generates
+    /// the firmware in the layout each scenario names (virtual boards).
+    pub at_storage: Option<AtStorage>,
 }
 
 /// A `--board` resolved: what it is, and how to open it.
@@ -212,6 +232,7 @@ pub fn resolve_specs(
                         chip,
                         firmware: FirmwareKind::EspAt,
                         capabilities: Capability::ALL.to_vec(),
+                        at_storage: None,
                     },
                     source: Source::Virtual {
                         dir: dir.join(format!("{index}")),
@@ -232,6 +253,7 @@ pub fn resolve_specs(
                 chip: entry.chip,
                 firmware: entry.firmware,
                 capabilities: Vec::new(),
+                at_storage: Some(entry.at_storage),
             },
             source: Source::Inventory(Box::new(entry.clone())),
         });

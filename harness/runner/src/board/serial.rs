@@ -13,7 +13,7 @@ use wait_timeout::ChildExt;
 
 use super::inventory::{BoardEntry, FoundPort, PortSelector, ResetMethod, enumerate};
 use super::lock::{self, BoardLock};
-use super::{Board, BoardError, Capability, FirmwareKind, LabFixture};
+use super::{Board, BoardError, Capability, FirmwareKind, FlashContent, LabFixture};
 use crate::flash::{ChipInfo, FlashError, LoaderLink, hard_reset, probe};
 use crate::scenario::Port;
 
@@ -209,6 +209,13 @@ impl Board for SerialBoard {
 
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         None
+    }
+
+    fn flash_content(&self) -> FlashContent {
+        self.entry
+            .firmware_files
+            .clone()
+            .map_or(FlashContent::Held, FlashContent::Files)
     }
 
     fn elf(&self) -> Option<&std::path::Path> {

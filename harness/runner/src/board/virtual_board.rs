@@ -11,7 +11,7 @@ use sparring_vboard::board::{BoardConfig, Control};
 use sparring_vboard::esp_at::CRASH_FRAMES;
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
 
-use super::{Board, BoardError, Capability, FirmwareKind, LabFixture, LabNetwork};
+use super::{Board, BoardError, Capability, FirmwareKind, FlashContent, LabFixture, LabNetwork};
 use crate::flash::LoaderLink;
 use crate::scenario::Port;
 
@@ -125,6 +125,10 @@ impl Board for VirtualBoard {
 
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {
         Some(self)
+    }
+
+    fn flash_content(&self) -> FlashContent {
+        FlashContent::GeneratedEspAt
     }
 
     fn elf(&self) -> Option<&Path> {

@@ -12,7 +12,7 @@ use regex::Regex;
 
 use super::{Context, blank_result};
 use crate::bench::{Bench, BenchError, port_name};
-use crate::board::{BoardError, Capability};
+use crate::board::{BoardError, Capability, FlashContent};
 use crate::capture::Cursor;
 use crate::environment::Environment;
 use crate::events::{RunEvent, ScenarioResult, StepTiming, Verdict};
@@ -64,6 +64,8 @@ pub(crate) struct ScenarioRun<'a> {
     timings: Vec<StepTiming>,
     /// How much faster than real time the board's own waits run (1 on real boards).
     time_scale: u32,
+    /// What the report should show beside the verdict (a flash step that wrote nothing).
+    warnings: Vec<String>,
 }
 
 /// A port's search positions: the end of its lines at the last send or reset, and just past
@@ -126,6 +128,7 @@ pub(super) fn run_scenario(
         time_scale,
         waited: Duration::ZERO,
         timings: Vec::new(),
+        warnings: Vec::new(),
     };
     let outcome = match plan::expand(loaded) {
         Err(e) => Err(StepFailure::Error(e.to_string())),
@@ -143,6 +146,7 @@ pub(super) fn run_scenario(
             result.reason = reason;
         }
     }
+    result.warnings = std::mem::take(&mut run.warnings);
     let observed = run.observations.lock();
     verdict::judge_incidents(
         &observed,
@@ -286,19 +290,44 @@ impl ScenarioRun<'_> {
         match &planned.step {
             Step::Flash(f) => {
                 let chip = self.bench.board.chip();
-                let version = self.text(planned, &f.version)?;
-                let app = AppSpec::new(chip, FIRMWARE_PROJECT, &version);
-                let storage = self.loaded.scenario.board.at_storage.into();
-                let files = flash_set::esp_at(chip, &app, storage)
-                    .map_err(|e| StepFailure::Error(e.to_string()))?;
-                let regions: Vec<Region> = files
-                    .into_iter()
-                    .map(|f| Region {
-                        offset: f.offset,
-                        data: f.bytes,
-                        name: f.name.to_owned(),
-                    })
-                    .collect();
+                let regions: Vec<Region> = match self.bench.board.flash_content() {
+                    FlashContent::GeneratedEspAt => {
+                        let version = self.text(planned, &f.version)?;
+                        let app = AppSpec::new(chip, FIRMWARE_PROJECT, &version);
+                        let storage = self.loaded.scenario.board.at_storage.into();
+                        flash_set::esp_at(chip, &app, storage)
+                            .map_err(|e| StepFailure::Error(e.to_string()))?
+                            .into_iter()
+                            .map(|f| Region {
+                                offset: f.offset,
+                                data: f.bytes,
+                                name: f.name.to_owned(),
+                            })
+                            .collect()
+                    }
+                    // Resolved (and refused) before the board is touched.
+                    FlashContent::Files(files) => {
+                        files
+                            .resolve(chip)
+                            .map_err(|e| {
+                                StepFailure::Error(format!(
+                                    "board {}: firmware_files ({}): {e}",
+                                    self.bench.identity.name, files.origin
+                                ))
+                            })?
+                            .regions
+                    }
+                    FlashContent::Held => {
+                        self.warnings.push(format!(
+                            "flash: kept the firmware board {} holds and reset into it (nothing written: its inventory entry names no firmware_files)",
+                            self.bench.identity.name
+                        ));
+                        self.allowed_resets += 1;
+                        self.mark(Port::Log);
+                        self.mark(Port::At);
+                        return self.bench.reset_into_app().map_err(bench_error);
+                    }
+                };
                 // The download-mode banner and the boot after flashing.
                 self.allowed_resets += 2;
                 self.bench.flash(&regions).map_err(bench_error)

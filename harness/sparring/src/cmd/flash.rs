@@ -1,7 +1,7 @@
 //! `sparring flash`: firmware from a build directory, an ELF, a merged binary, a flash set or
 //! offset=file pairs onto an inventory board or a port, validated before anything is written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     entry.origin
                 );
             }
-            let firmware = firmware::resolve(&args.inputs, entry.chip, &companions)?;
+            let firmware = firmware::resolve(&args.inputs, Path::new(""), entry.chip, &companions)?;
             let board = SerialBoard::open(entry, false, &mut |_| {})?;
             let reopen_within = Duration::from_millis(inventory.lab.reopen_ms);
             let mut bench = match Bench::open(Box::new(board), reopen_within) {
@@ -133,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 // Asking the loader writes nothing: the inputs are still validated first.
                 None => detected_chip(&link)?,
             };
-            let firmware = firmware::resolve(&args.inputs, chip, &companions)?;
+            let firmware = firmware::resolve(&args.inputs, Path::new(""), chip, &companions)?;
             // The handler is in place before the first line: a Ctrl-C after it is never lost.
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
             announce(&firmware, &path.display().to_string());

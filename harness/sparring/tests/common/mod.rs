@@ -20,6 +20,23 @@ pub fn sparring(args: &[&str]) -> Output {
         .expect("sparring runs")
 }
 
+/// `sparring image flash-set` for `chip` with the app `project` `version`, into `out`.
+pub fn flash_set(out: &std::path::Path, chip: &str, project: &str, version: &str) {
+    let output = sparring(&[
+        "image",
+        "flash-set",
+        "--chip",
+        chip,
+        "--project",
+        project,
+        "--version",
+        version,
+        "-o",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
 /// Stdout and stderr together, for assertions and failure messages.
 pub fn text(output: &Output) -> String {
     format!(
