@@ -113,6 +113,7 @@ pub enum Defect {
     NoRetransmit,
     IgnoreKeepalive,
     CrashBeforeConfirm,
+    AcceptWeakCrypto,
 }
 
 impl Defect {
@@ -163,13 +164,17 @@ impl Defect {
             "crash-before-confirm",
             "an updated app panics at its first boot, before confirming itself",
         ),
+        (
+            "accept-weak-crypto",
+            "skips mbedTLS's certificate profile (SHA-1 signatures, RSA keys under 2048 bits)",
+        ),
     ];
 }
 
 /// A defect switch name that is not one of [`Defect::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback, no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm"
+    "unknown defect switch {0:?}; expected one of: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait, leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback, no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm, accept-weak-crypto"
 )]
 pub struct UnknownDefect(pub String);
 
@@ -190,6 +195,7 @@ impl std::str::FromStr for Defect {
             "no-retransmit" => Defect::NoRetransmit,
             "ignore-keepalive" => Defect::IgnoreKeepalive,
             "crash-before-confirm" => Defect::CrashBeforeConfirm,
+            "accept-weak-crypto" => Defect::AcceptWeakCrypto,
             other => {
                 let bytes = other
                     .strip_prefix("leak-per-connect=")
@@ -217,6 +223,7 @@ impl std::fmt::Display for Defect {
             Defect::NoRetransmit => f.write_str("no-retransmit"),
             Defect::IgnoreKeepalive => f.write_str("ignore-keepalive"),
             Defect::CrashBeforeConfirm => f.write_str("crash-before-confirm"),
+            Defect::AcceptWeakCrypto => f.write_str("accept-weak-crypto"),
         }
     }
 }

@@ -126,7 +126,7 @@ fn the_suite_passes_on_the_virtual_board_and_writes_three_reports() {
 }
 
 /// Each switch, a scenario it must make fail, and words the failure reason must contain.
-const DEFECTS: [(&str, &str, &str); 12] = [
+const DEFECTS: [(&str, &str, &str); 13] = [
     ("skip-server-verify", "tls-self-signed", "-0x2700"),
     ("skip-cn-check", "tls-wrong-host", "-0x2700"),
     ("ignore-expiry", "tls-expired", "-0x2700"),
@@ -139,6 +139,7 @@ const DEFECTS: [(&str, &str, &str); 12] = [
     ("no-retransmit", "mqtt-publish-retry-no-puback", "dup=1"),
     ("ignore-keepalive", "mqtt-keepalive-honoured", "PINGRESP"),
     ("crash-before-confirm", "ota-valid", "crashed"),
+    ("accept-weak-crypto", "tls-rsa-1024", "-0x2700"),
 ];
 
 /// Every switch the firmware has is in [`DEFECTS`].

@@ -81,7 +81,7 @@ pub struct Args {
     /// Turn a defect switch on in the virtual firmware for the whole run, to prove the suite
     /// catches bad firmware: skip-server-verify, skip-cn-check, ignore-expiry, no-sntp-wait,
     /// leak-per-connect=BYTES, crash-on-large-record, accept-any-ota-image, no-rollback,
-    /// no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm.
+    /// no-backoff, no-retransmit, ignore-keepalive, crash-before-confirm, accept-weak-crypto.
     #[arg(long = "defect", value_parser = parse_defect)]
     defects: Vec<String>,
     /// How many times faster than real time virtual boards' firmware waits (esp-mqtt's 10 s
