@@ -160,9 +160,14 @@ fn a_board_that_breaks_gets_no_more_cells_and_the_others_run_them() {
     let mut board = start_vboard(&dir.path().join("flash.bin"));
     let lab = Lab::new();
     lab.install(&board);
+    // Its firmware under test: the ESP-AT flash set the scenarios expect.
+    common::flash_set(&dir.path().join("esp-at"), "esp32c3", "esp-at", "2.4.0.0");
     std::fs::write(
         dir.path().join("boards.toml"),
-        lab.inventory("breaking", &board),
+        format!(
+            "{}firmware_files = \"esp-at\"\n",
+            lab.inventory("breaking", &board)
+        ),
     )
     .expect("inventory");
     let out = dir.path().join("report");

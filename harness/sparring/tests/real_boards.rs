@@ -301,10 +301,12 @@ fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
     assert_eq!(results.len(), tls_scenarios, "{verdicts:#?}");
     assert!(dir.path().join("report/junit.xml").exists());
     assert!(dir.path().join("report/report.html").exists());
+    let first = results[0]["id"].as_str().expect("the first cell's id");
     assert!(
         dir.path()
-            .join("report/logs/dying-c3/tls-broker-13-only.log.log")
-            .exists()
+            .join(format!("report/logs/dying-c3/{first}.log.log"))
+            .exists(),
+        "{first}: {verdicts:#?}"
     );
 }
 

@@ -139,7 +139,7 @@ const DEFECTS: [(&str, &str, &str); 13] = [
     ("no-retransmit", "mqtt-publish-retry-no-puback", "dup=1"),
     ("ignore-keepalive", "mqtt-keepalive-honoured", "PINGRESP"),
     ("crash-before-confirm", "ota-valid", "crashed"),
-    ("accept-weak-crypto", "tls-rsa-1024", "-0x2700"),
+    ("accept-weak-crypto", "tls-rsa-1024", "RSA too short"),
 ];
 
 /// Every switch the firmware has is in [`DEFECTS`].
