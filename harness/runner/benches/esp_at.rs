@@ -87,12 +87,10 @@ fn main() {
     for _ in 0..RUNS {
         let mut step_us = vec![0u64; planned.len()];
         let results = run(&scenarios, &options, &mut |event| {
-            if let RunEvent::StepFinished {
-                index, elapsed_us, ..
-            } = event
+            if let RunEvent::StepFinished { index, step, .. } = event
                 && let Some(slot) = step_us.get_mut(*index)
             {
-                *slot = *elapsed_us;
+                *slot = step.elapsed_us;
             }
         })
         .expect("run");

@@ -39,13 +39,11 @@ fn measure(scenarios: &[LoadedScenario], root: &Path, board: &str) -> Figures {
         RunEvent::RunStarted { .. } => {
             identified.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
         }
-        RunEvent::StepFinished {
-            step, elapsed_us, ..
-        } => {
+        RunEvent::StepFinished { step, .. } => {
             first_step.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
-            let entry = steps.entry(step.clone()).or_default();
+            let entry = steps.entry(step.step.clone()).or_default();
             entry.0 += 1;
-            entry.1 += elapsed_us;
+            entry.1 += step.elapsed_us;
         }
         _ => {}
     })

@@ -27,10 +27,9 @@ pub enum RunEvent {
         board: String,
         scenario: String,
         index: usize,
-        step: String,
-        ok: bool,
-        /// Microseconds: benchmarks time single steps with it.
-        elapsed_us: u64,
+        /// What ran, where it was written and how long it took (benchmarks time single steps
+        /// with it); the same record the scenario's result lists.
+        step: StepTiming,
     },
     ScenarioFinished(Box<ScenarioResult>),
     RunFinished {

@@ -55,6 +55,26 @@ pub struct TlsRecord {
     pub duration_ms: u64,
 }
 
+impl TlsRecord {
+    /// Nothing seen yet: a connection that never completes its ClientHello stays a timeout.
+    pub fn awaiting_handshake() -> TlsRecord {
+        TlsRecord {
+            sni: None,
+            alpn_offered: Vec::new(),
+            cipher_suites_offered: Vec::new(),
+            versions_offered: Vec::new(),
+            version: None,
+            cipher_suite: None,
+            alpn: None,
+            client_cn: None,
+            client_issuer: None,
+            client_serial: None,
+            outcome: TlsOutcome::HandshakeTimeout,
+            duration_ms: 0,
+        }
+    }
+}
+
 /// How a handshake ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

@@ -287,20 +287,7 @@ async fn serve(
     proxy_shared: &ProxyShared,
 ) {
     let started = Instant::now();
-    let mut record = TlsRecord {
-        sni: None,
-        alpn_offered: Vec::new(),
-        cipher_suites_offered: Vec::new(),
-        versions_offered: Vec::new(),
-        version: None,
-        cipher_suite: None,
-        alpn: None,
-        client_cn: None,
-        client_issuer: None,
-        client_serial: None,
-        outcome: TlsOutcome::HandshakeTimeout,
-        duration_ms: 0,
-    };
+    let mut record = TlsRecord::awaiting_handshake();
     let handshake = async {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let hello = start.client_hello();

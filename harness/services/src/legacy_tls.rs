@@ -134,20 +134,7 @@ pub async fn serve(
     events: &EventBus,
 ) {
     let started = Instant::now();
-    let mut record = TlsRecord {
-        sni: None,
-        alpn_offered: Vec::new(),
-        cipher_suites_offered: Vec::new(),
-        versions_offered: Vec::new(),
-        version: None,
-        cipher_suite: None,
-        alpn: None,
-        client_cn: None,
-        client_issuer: None,
-        client_serial: None,
-        outcome: TlsOutcome::HandshakeTimeout,
-        duration_ms: 0,
-    };
+    let mut record = TlsRecord::awaiting_handshake();
     let exchange = exchange(&mut stream, versions, &mut record);
     let result = tokio::time::timeout(config.handshake_timeout, exchange).await;
     record.outcome = match result {

@@ -14,16 +14,7 @@ use sparring_services::{EventBus, Gate, GateError, TlsSettings, TlsVersion, gate
 use tokio::sync::broadcast;
 
 async fn gate_with(settings: TlsSettings) -> (Gate, broadcast::Receiver<sparring_services::Event>) {
-    let mut config = gate::from_pki(pki(), "valid", false).unwrap();
-    config.tls = settings;
-    let events = EventBus::default();
-    let receiver = events.subscribe();
-    // Nothing listens upstream: these tests end at the handshake.
-    let upstream = "127.0.0.1:9".parse().unwrap();
-    let gate = Gate::start("127.0.0.1:0".parse().unwrap(), upstream, config, events)
-        .await
-        .unwrap();
-    (gate, receiver)
+    common::handshake_gate(settings, None).await
 }
 
 /// A verifying rustls client limited to `versions` / `suites`, offering `alpn`.

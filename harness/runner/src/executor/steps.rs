@@ -233,21 +233,19 @@ impl ScenarioRun<'_> {
                 .ensure_ports()
                 .map_err(bench_error)
                 .and_then(|()| self.step(planned));
-            let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let timing = StepTiming {
+                step: step_name(&planned.step).to_owned(),
+                origin: planned.origin.clone(),
+                ok: result.is_ok(),
+                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            };
             emit(&RunEvent::StepFinished {
                 board: self.bench.identity.name.clone(),
                 scenario: self.id().to_owned(),
                 index,
-                step: step_name(&planned.step).to_owned(),
-                ok: result.is_ok(),
-                elapsed_us,
+                step: timing.clone(),
             });
-            self.timings.push(StepTiming {
-                step: step_name(&planned.step).to_owned(),
-                origin: planned.origin.clone(),
-                ok: result.is_ok(),
-                elapsed_us,
-            });
+            self.timings.push(timing);
             result.map_err(|failure| match failure {
                 StepFailure::Fail { reason, evidence } => StepFailure::Fail {
                     reason: format!(
@@ -322,10 +320,7 @@ impl ScenarioRun<'_> {
                             "flash: kept the firmware board {} holds and reset into it (nothing written: its inventory entry names no firmware_files)",
                             self.bench.identity.name
                         ));
-                        self.allowed_resets += 1;
-                        self.mark(Port::Log);
-                        self.mark(Port::At);
-                        return self.bench.reset_into_app().map_err(bench_error);
+                        return self.reset_into_app();
                     }
                 };
                 // The download-mode banner and the boot after flashing.
@@ -333,15 +328,13 @@ impl ScenarioRun<'_> {
                 self.bench.flash(&regions).map_err(bench_error)
             }
             Step::Reset(r) => {
-                self.allowed_resets += 1;
                 if r.download {
+                    self.allowed_resets += 1;
                     return Err(StepFailure::Error(
                         "reset into download mode is done by flash steps".into(),
                     ));
                 }
-                self.mark(Port::Log);
-                self.mark(Port::At);
-                self.bench.reset_into_app().map_err(bench_error)
+                self.reset_into_app()
             }
             Step::Send(s) => {
                 let bytes = match (&s.line, &s.hex) {
@@ -501,6 +494,14 @@ impl ScenarioRun<'_> {
     pub(crate) fn mark(&mut self, port: Port) {
         let end = self.observations.lock().port(port).end();
         self.cursors.entry(port_name(port)).or_default().sent = end;
+    }
+
+    /// A reset the scenario asked for: expectations look at what the board prints from now on.
+    fn reset_into_app(&mut self) -> Result<(), StepFailure> {
+        self.allowed_resets += 1;
+        self.mark(Port::Log);
+        self.mark(Port::At);
+        self.bench.reset_into_app().map_err(bench_error)
     }
 
     /// A window of board time (an `expect-not`'s) as the real time to watch: the board's

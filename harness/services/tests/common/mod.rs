@@ -26,6 +26,31 @@ pub fn pki() -> &'static PkiDir {
         .pki
 }
 
+/// A gate with the test PKI's `valid` server profile, no client certificates and `settings`,
+/// nothing listening upstream (for tests that end at the handshake), and its event stream.
+pub async fn handshake_gate(
+    settings: sparring_services::TlsSettings,
+    handshake_timeout: Option<Duration>,
+) -> (sparring_services::Gate, broadcast::Receiver<Event>) {
+    let mut config = gate::from_pki(pki(), "valid", false).expect("the valid profile");
+    config.tls = settings;
+    if let Some(timeout) = handshake_timeout {
+        config.handshake_timeout = timeout;
+    }
+    let events = EventBus::default();
+    let receiver = events.subscribe();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+    let gate = sparring_services::Gate::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream,
+        config,
+        events,
+    )
+    .await
+    .expect("the gate starts");
+    (gate, receiver)
+}
+
 /// The next TLS record from the stream (bounded wait).
 pub async fn next_tls(events: &mut broadcast::Receiver<Event>) -> TlsRecord {
     tokio::time::timeout(Duration::from_secs(10), async {
