@@ -209,6 +209,8 @@ fn reconnects_after_esp_mqtts_fixed_wait_divided_by_the_time_scale() {
     let mut gaps = Vec::new();
     let (peer, _, _) = Peer::accept(&listener, Duration::from_secs(5)).unwrap();
     read_until(&mut at, "+MQTTCONNECTED:0,1,\"broker.test\"");
+    // The command's own result, so that a later command's `OK` is not taken from it.
+    read_until(&mut at, "OK");
     let mut dropped = Instant::now();
     drop(peer);
     for _ in 0..2 {
