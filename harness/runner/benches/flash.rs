@@ -31,10 +31,11 @@ fn main() {
         data: app.clone(),
         name: "app.bin".into(),
     }];
-    let options = FlashOptions::new(chip);
+    let options = FlashOptions::default();
     let start = Instant::now();
     let report = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        chip,
         &regions,
         &options,
     )

@@ -1,16 +1,17 @@
-//! A board on the bench: the board, its open ports, and who it is — chip,
-//! MAC and flash size as its ROM loader says, the firmware as its boot log says. Ports that
-//! disappear (a cable, USB re-enumeration on reset) are reopened within the lab's deadline.
+//! A board on the bench: the board, its open log (a serial port, or the board's own reader:
+//! RTT), its AT port, and who it is — chip, MAC and flash size as its ROM loader or debug probe
+//! says, the firmware as its boot log says. Ports that disappear (a cable, USB re-enumeration
+//! on reset) are reopened within the lab's deadline.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use esp_formats::image::AppDescriptor;
 
-use crate::board::{Board, BoardError};
+use crate::board::{Board, BoardError, LogReader};
 use crate::events::{BoardIdentity, FirmwareIdentity};
-use crate::flash::{self, FlashError, FlashOptions, FlashReport, Region};
+use crate::flash::{FlashOptions, FlashReport, Region};
 use crate::observe::{Observations, Observed, PortReader, Sink};
 use crate::scenario::Port;
 
@@ -18,9 +19,7 @@ use crate::scenario::Port;
 pub enum BenchError {
     #[error(transparent)]
     Board(#[from] BoardError),
-    #[error("board {board}: {source}")]
-    Loader { board: String, source: FlashError },
-    #[error("board {board} is declared {declared} but its ROM loader says {found}")]
+    #[error("board {board} is declared {declared} but its ROM loader or probe says {found}")]
     WrongChip {
         board: String,
         declared: String,
@@ -40,6 +39,8 @@ pub struct Bench {
     pub board: Box<dyn Board>,
     sink: Sink,
     readers: BTreeMap<&'static str, PortReader>,
+    /// The log when the board reads it itself (RTT) instead of a serial port.
+    own_log: Option<Box<dyn LogReader>>,
     pub identity: BoardIdentity,
     /// The app descriptor of the last app flashed (its full ELF SHA-256).
     flashed_app: Option<AppDescriptor>,
@@ -56,18 +57,16 @@ pub fn port_name(port: Port) -> &'static str {
 }
 
 impl Bench {
-    /// Asks the ROM loader who the board is, opens its ports and starts its app.
+    /// Asks the ROM loader or probe who the board is, opens its log and ports and starts its
+    /// app.
     pub fn open(mut board: Box<dyn Board>, reopen_within: Duration) -> Result<Bench, BenchError> {
         let name = board.name().to_owned();
-        let link = board.enter_loader()?;
-        let chip = flash::probe(&link).map_err(|source| BenchError::Loader {
-            board: name.clone(),
-            source,
-        })?;
-        if chip.chip != board.chip().name() {
+        let chip = board.identify()?;
+        let declared = board.target();
+        if chip.chip != declared.name() {
             return Err(BenchError::WrongChip {
                 board: name,
-                declared: board.chip().name().to_owned(),
+                declared: declared.name().to_owned(),
                 found: chip.chip,
             });
         }
@@ -83,14 +82,14 @@ impl Bench {
             board,
             sink,
             readers: BTreeMap::new(),
+            own_log: None,
             flashed_app: None,
             reopen_within,
             lost: None,
         };
-        for port in [Port::Log, Port::At] {
-            if bench.board.port(port).is_some() {
-                bench.attach(port)?;
-            }
+        bench.attach_log()?;
+        if bench.board.port(Port::At).is_some() {
+            bench.attach(Port::At)?;
         }
         bench.reset_into_app()?;
         Ok(bench)
@@ -121,9 +120,24 @@ impl Bench {
         Ok(())
     }
 
+    /// The log: its serial port, or the board's own reader (RTT).
+    fn attach_log(&mut self) -> Result<(), BenchError> {
+        if self.board.port(Port::Log).is_some() {
+            return self.attach(Port::Log);
+        }
+        self.own_log = self.board.open_log(self.sink.clone());
+        Ok(())
+    }
+
     /// Closes a port so a flasher can have it (ports open exclusively).
     fn detach(&mut self, port: Port) {
         self.readers.remove(port_name(port));
+    }
+
+    /// Closes the log, whatever reads it, while firmware is written.
+    fn detach_log(&mut self) {
+        self.detach(Port::Log);
+        self.own_log = None;
     }
 
     pub fn has_port(&self, port: Port) -> bool {
@@ -135,6 +149,11 @@ impl Bench {
     pub fn ensure_ports(&mut self) -> Result<(), BenchError> {
         if let Some(reason) = &self.lost {
             return Err(self.port_error(Port::Log, &PathBuf::new(), reason.clone()));
+        }
+        if self.own_log.as_ref().is_some_and(|log| !log.is_alive()) {
+            let error = self.port_error(Port::Log, &PathBuf::new(), "reader lost its board".into());
+            self.lost = Some(error.to_string());
+            return Err(error);
         }
         for port in [Port::Log, Port::At] {
             let Some(reader) = self.readers.get(port_name(port)) else {
@@ -182,32 +201,32 @@ impl Bench {
         written.map_err(|e| self.port_error(port, &path, format!("cannot be written: {e}")))
     }
 
-    /// Into the ROM loader, flash through espflash, back into the app; the log port is the
-    /// flasher's meanwhile.
+    /// Flash (ROM loader or probe), then back into the app; the log is closed meanwhile.
     pub fn flash(&mut self, regions: &[Region]) -> Result<(), BenchError> {
-        self.flash_with(regions, &FlashOptions::new(self.board.chip()))?;
+        self.flash_with(regions, &FlashOptions::default())?;
         self.reset_into_app()
     }
 
-    /// Into the ROM loader and flash with `options`; the board stays in its loader until
+    /// An ELF the board's loader writes as it is (a probe board's), then back into the app.
+    pub fn flash_elf(&mut self, elf: &Path) -> Result<(), BenchError> {
+        self.detach_log();
+        let flashed = self.board.flash_elf(elf, &FlashOptions::default());
+        self.attach_log()?;
+        flashed?;
+        self.flashed_app = None;
+        self.reset_into_app()
+    }
+
+    /// Flash with `options`; the board stays stopped (in its loader) until
     /// [`Bench::reset_into_app`].
     pub fn flash_with(
         &mut self,
         regions: &[Region],
         options: &FlashOptions,
     ) -> Result<FlashReport, BenchError> {
-        self.detach(Port::Log);
-        let flashed = self
-            .board
-            .enter_loader()
-            .map_err(BenchError::from)
-            .and_then(|link| {
-                flash::flash(&link, regions, options).map_err(|source| BenchError::Loader {
-                    board: self.identity.name.clone(),
-                    source,
-                })
-            });
-        self.attach(Port::Log)?;
+        self.detach_log();
+        let flashed = self.board.flash(regions, options);
+        self.attach_log()?;
         let report = flashed?;
         self.flashed_app = regions.iter().find_map(|r| {
             esp_formats::image::parse(&r.data)
@@ -219,10 +238,12 @@ impl Bench {
 
     pub fn reset_into_app(&mut self) -> Result<(), BenchError> {
         let board = &mut self.board;
-        let reset = self
-            .readers
-            .get(port_name(Port::Log))
-            .and_then(|log| log.with_port(|port| board.reset_into_app(port)));
+        let reset = match self.readers.get(port_name(Port::Log)) {
+            Some(log) => log.with_port(|port| board.reset_into_app(Some(port))),
+            // No serial log (RTT): the board resets by other means (its probe).
+            None if board.port(Port::Log).is_none() => Some(board.reset_into_app(None)),
+            None => None,
+        };
         match reset {
             Some(done) => Ok(done?),
             None => {

@@ -49,7 +49,7 @@ pub struct Cell {
 /// Why `scenario` does not run on `board`, if it does not.
 pub fn ineligible(board: &BoardDescriptor, scenario: &LoadedScenario) -> Option<String> {
     let wanted = &scenario.scenario.board;
-    if !wanted.chips.is_empty() && !wanted.chips.iter().any(|c| c == board.chip.name()) {
+    if !wanted.chips.is_empty() && !wanted.chips.iter().any(|c| c == board.target.name()) {
         return Some(format!("needs a {} board", wanted.chips.join(", ")));
     }
     if wanted.personality != board.firmware.personality() {
@@ -128,7 +128,7 @@ pub fn plan(scenarios: &[LoadedScenario], boards: &[BoardDescriptor], spread: Sp
             Spread::EachChip => {
                 let mut by_chip: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
                 for (index, board) in boards.iter().enumerate() {
-                    by_chip.entry(board.chip.name()).or_default().push(index);
+                    by_chip.entry(board.target.name()).or_default().push(index);
                 }
                 for (chip, members) in by_chip {
                     cells.push(cell(chip, &members));

@@ -59,7 +59,8 @@ pub struct Environment {
     /// Taken when the environment stops: its port must be free when the next one starts.
     sntp_server: Option<SntpServer>,
     runtime: tokio::runtime::Handle,
-    _ota: OtaService,
+    /// Only for ESP boards: it serves ESP app images.
+    _ota: Option<OtaService>,
     forward: tokio::task::JoinHandle<()>,
     pub broker_plain: SocketAddr,
     pub sntp: SocketAddr,
@@ -79,11 +80,13 @@ impl Drop for Environment {
 
 impl Environment {
     /// `names_resolve`: the board's network resolves the lab's names (a lab-network fixture);
-    /// otherwise steps get the lab's address and SNTP listens on the lab's `sntp_port`.
+    /// otherwise steps get the lab's address and SNTP listens on the lab's `sntp_port`. The OTA
+    /// server runs for an ESP `chip` (its images are ESP app images); other boards get none and
+    /// no `${ota.*}` values.
     #[allow(clippy::too_many_arguments)] // the scenario's whole context, each part distinct
     pub fn start(
         runtime: &Runtime,
-        chip: Chip,
+        chip: Option<Chip>,
         pki: &PkiDir,
         broker: BrokerAddrs,
         setup: &Setup,
@@ -118,13 +121,24 @@ impl Environment {
         let variant_name = setup.ota_variant.as_deref().unwrap_or("valid");
         let variant = Variant::from_name(variant_name)
             .ok_or_else(|| EnvironmentError::Variant(variant_name.to_owned()))?;
-        let image = esp_formats::image::build_app(&AppSpec::new(chip, "esp-at", OTA_VERSION))
-            .map_err(|e| EnvironmentError::Image(e.to_string()))?;
-        // The app slots are the same in both storage layouts.
-        let slot_size = esp_formats::partition::esp_at_layout(chip, Default::default())
-            .main
-            .find("ota_1")
-            .map_or(0x100000, |p| p.size);
+        let ota_config = chip
+            .map(|chip| {
+                let image =
+                    esp_formats::image::build_app(&AppSpec::new(chip, "esp-at", OTA_VERSION))
+                        .map_err(|e| EnvironmentError::Image(e.to_string()))?;
+                // The app slots are the same in both storage layouts.
+                let slot_size = esp_formats::partition::esp_at_layout(chip, Default::default())
+                    .main
+                    .find("ota_1")
+                    .map_or(0x100000, |p| p.size);
+                Ok::<_, EnvironmentError>(OtaConfig {
+                    image,
+                    slot_size,
+                    running_version: FIRMWARE_VERSION.to_owned(),
+                    files: None,
+                })
+            })
+            .transpose()?;
         let ota_tls = gate::from_pki(pki, "valid", false)?;
         let (gate, sntp, ota) = runtime.block_on(async {
             let gate = Gate::start(bind, broker.v4, config, events.clone()).await?;
@@ -139,18 +153,12 @@ impl Environment {
             )
             .await
             .map_err(|e| EnvironmentError::Sntp(sntp_bind, e))?;
-            let ota = OtaService::start(
-                bind,
-                ota_tls,
-                OtaConfig {
-                    image,
-                    slot_size,
-                    running_version: FIRMWARE_VERSION.to_owned(),
-                    files: None,
-                },
-                events.clone(),
-            )
-            .await?;
+            let ota = match ota_config {
+                Some(ota_config) => {
+                    Some(OtaService::start(bind, ota_tls, ota_config, events.clone()).await?)
+                }
+                None => None,
+            };
             Ok::<_, EnvironmentError>((gate, sntp, ota))
         })?;
         let device = setup.device_profile.as_deref().unwrap_or("device-valid");
@@ -174,12 +182,14 @@ impl Environment {
         set("device.profile", device.to_owned());
         set("device.cn", pki.manifest.device_id.clone());
         set("server.profile", profile.to_owned());
-        set("ota.host", ota_host.clone());
-        set("ota.port", ota.addr.port().to_string());
-        let url = ota.url(&ota_host, variant);
-        set("ota.url_len", url.len().to_string());
-        set("ota.url", url);
-        set("ota.version", OTA_VERSION.to_owned());
+        if let Some(ota) = &ota {
+            set("ota.host", ota_host.clone());
+            set("ota.port", ota.addr.port().to_string());
+            let url = ota.url(&ota_host, variant);
+            set("ota.url_len", url.len().to_string());
+            set("ota.url", url);
+            set("ota.version", OTA_VERSION.to_owned());
+        }
         set("firmware.version", FIRMWARE_VERSION.to_owned());
         Ok(Environment {
             broker_plain: broker.v4,

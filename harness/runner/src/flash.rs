@@ -30,7 +30,6 @@ pub struct Region {
 /// How to talk to the board.
 #[derive(Debug, Clone)]
 pub struct FlashOptions {
-    pub chip: Chip,
     /// Upload the flasher stub first (faster, compressed writes).
     pub use_stub: bool,
     pub progress: bool,
@@ -41,11 +40,10 @@ pub struct FlashOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-impl FlashOptions {
-    /// With the stub, no progress bars, at 115200 baud.
-    pub fn new(chip: Chip) -> FlashOptions {
+/// With the stub, no progress bars, at 115200 baud.
+impl Default for FlashOptions {
+    fn default() -> FlashOptions {
         FlashOptions {
-            chip,
             use_stub: true,
             progress: false,
             baud: None,
@@ -172,14 +170,15 @@ pub fn probe(link: &LoaderLink) -> Result<ChipInfo, FlashError> {
     })
 }
 
-/// Flashes `regions` onto the board behind `link`, skipping regions whose on-board MD5
+/// Flashes `regions` onto the `chip` behind `link`, skipping regions whose on-board MD5
 /// already matches.
 pub fn flash(
     link: &LoaderLink,
+    chip: Chip,
     regions: &[Region],
     options: &FlashOptions,
 ) -> Result<FlashReport, FlashError> {
-    let mut flasher = link.connect(Some(options.chip), options.use_stub, options.baud)?;
+    let mut flasher = link.connect(Some(chip), options.use_stub, options.baud)?;
     let mut report = FlashReport::default();
     for region in regions {
         if options

@@ -38,10 +38,11 @@ fn flash_board(chip: Chip, use_stub: bool, dir: &std::path::Path) -> Board {
     ];
     let report = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        chip,
         &regions,
         &FlashOptions {
             use_stub,
-            ..FlashOptions::new(chip)
+            ..FlashOptions::default()
         },
     )
     .unwrap();

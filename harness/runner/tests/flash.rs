@@ -37,9 +37,10 @@ fn flashes_then_skips_unchanged_regions() {
             name: "app.bin".into(),
         },
     ];
-    let options = FlashOptions::new(chip);
+    let options = FlashOptions::default();
     let first = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        chip,
         &regions,
         &options,
     )
@@ -52,6 +53,7 @@ fn flashes_then_skips_unchanged_regions() {
     changed[2].data = image::build_app(&AppSpec::new(chip, "blink", "v2")).unwrap();
     let second = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        chip,
         &changed,
         &options,
     )
@@ -70,10 +72,11 @@ fn flashes_then_skips_unchanged_regions() {
     board.control(Control::Download).unwrap();
     let stopped = FlashOptions {
         stop: Some(Arc::new(AtomicBool::new(true))),
-        ..FlashOptions::new(chip)
+        ..FlashOptions::default()
     };
     let third = flash(
         &LoaderLink::plain(board.info.uart0.clone(), ResetBeforeOperation::NoReset),
+        chip,
         &regions,
         &stopped,
     )

@@ -30,7 +30,7 @@ pub enum InventoryError {
     #[error("board {id}: {what}")]
     Absent { id: String, what: String },
     #[error(
-        "board {0:?} ({1}) is a debug-probe board: sparring run drives serial boards only so far (the bench reads ports by path and flashes through the ROM loader)"
+        "board {0:?} ({1}) is a debug-probe board: sparring flash writes through ROM loaders; a probe board is flashed with its `elf` by a scenario's flash step in sparring run"
     )]
     ProbeBoard(String, String),
     #[error("no board {0:?} in the inventory {1} (known: {2})")]
@@ -473,15 +473,23 @@ impl Inventory {
         })
     }
 
+    /// The debug-probe board `id`, if the inventory has one.
+    pub fn probe_board(&self, id: &str) -> Option<&ProbeEntry> {
+        self.probe_boards.iter().find(|b| b.id == id)
+    }
+
+    /// The serial board `id`; a probe board of that id is refused (it has no ROM loader port).
     pub fn board(&self, id: &str) -> Result<&BoardEntry, InventoryError> {
-        if let Some(probe_board) = self.probe_boards.iter().find(|b| b.id == id) {
+        if let Some(probe_board) = self.probe_board(id) {
             return Err(InventoryError::ProbeBoard(
                 id.to_owned(),
                 probe_board.origin.clone(),
             ));
         }
         self.boards.iter().find(|b| b.id == id).ok_or_else(|| {
-            let known: Vec<&str> = self.boards.iter().map(|b| b.id.as_str()).collect();
+            let known: Vec<&str> = (self.boards.iter().map(|b| b.id.as_str()))
+                .chain(self.probe_boards.iter().map(|b| b.id.as_str()))
+                .collect();
             InventoryError::Unknown(id.to_owned(), self.path.clone(), known.join(", "))
         })
     }

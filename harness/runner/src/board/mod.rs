@@ -1,13 +1,14 @@
 //! Boards behind one small trait, so a scenario never knows what its board is: every board has
-//! an identity, two serial ports by role, a ROM loader to flash through and a way back into its
-//! app. What only some boards or labs have — a network the harness can shape, heap it can take
+//! an identity something outside its firmware tells (a ROM loader, a debug probe), a way to
+//! write firmware and a way back into its app, and a log (a serial port, or RTT through a
+//! probe) plus an optional AT port. What only some boards or labs have — a network the harness can shape, heap it can take
 //! away, firmware defect switches, a power switch — are [`Capability`]s the backend declares and
 //! reaches through [`LabFixture`]. A fixture is like a USB relay or an access point: it acts on
 //! the board, it never reports facts about it (those come from the ports and the services).
 //!
 //! Backends: [`virtual_board`] (the in-process virtual ESP32, every capability), [`serial`]
 //! (any board on serial ports, named in a `boards.toml` [`inventory`]) and [`probe`] (a board
-//! behind a debug probe, through probe-rs; flashing and RTT through its own methods so far).
+//! behind a debug probe, through probe-rs).
 
 pub mod inventory;
 pub mod lock;
@@ -18,12 +19,13 @@ pub mod virtual_board;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use esp_formats::Chip;
 use serde::{Deserialize, Serialize};
 
-use crate::flash::LoaderLink;
+use crate::flash::{ChipInfo, FlashError, FlashOptions, FlashReport, LoaderLink, Region};
+use crate::observe::Sink;
 use crate::scenario::{AtStorage, Port};
 
 /// What a board or its lab offers beyond flashing, resetting and its ports.
@@ -92,6 +94,38 @@ impl FirmwareKind {
     }
 }
 
+/// What a board is built around.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An ESP chip: ROM loader, ESP-IDF images, the ESP-AT catalog.
+    Esp(Chip),
+    /// Another chip a debug probe serves, by probe-rs's target name (`STM32F411RETx`).
+    Other(String),
+}
+
+impl Target {
+    /// `esp32c3`, `STM32F411RETx`: what `--each chip` groups by and `[board] chips` names.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Esp(chip) => chip.name(),
+            Target::Other(name) => name,
+        }
+    }
+
+    pub fn esp(&self) -> Option<Chip> {
+        match self {
+            Target::Esp(chip) => Some(*chip),
+            Target::Other(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a scenario's `flash` step writes on a board, as its backend decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlashContent {
@@ -100,6 +134,8 @@ pub enum FlashContent {
     GeneratedEspAt,
     /// The user's firmware, as the board's inventory entry names it (`firmware_files`).
     Files(inventory::FirmwareFiles),
+    /// An ELF the board's own loader writes as it is ([`Board::flash_elf`]: a debug probe).
+    Elf(PathBuf),
     /// Nothing: the board is reset into the firmware it holds. A real module is never
     /// overwritten with the generated image, an app without code.
     Held,
@@ -138,18 +174,39 @@ pub trait LabFixture {
 pub trait Board: Send {
     /// How reports and `--board` name it: the inventory id, or `virtual:esp32c3#0`.
     fn name(&self) -> &str;
-    /// The chip the inventory declares (checked against the ROM loader when probed).
-    fn chip(&self) -> Chip;
+    /// The chip the inventory declares (checked when the board is identified).
+    fn target(&self) -> Target;
     fn firmware(&self) -> FirmwareKind;
-    /// Where a port is now; `None` when the board has no such port. A backend may look again
-    /// (a USB-JTAG board re-enumerates on reset).
+    /// Where a serial port is now; `None` when the board has no such port. A backend may look
+    /// again (a USB-JTAG board re-enumerates on reset).
     fn port(&self, port: Port) -> Option<PathBuf>;
     fn capabilities(&self) -> &[Capability];
-    /// Puts the board into its ROM loader; returns how espflash connects to it.
-    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError>;
-    /// Resets the board into its app. `log` is the open log port: DTR/RTS lines are driven on
-    /// it (ports are opened exclusively, so nobody else can).
-    fn reset_into_app(&mut self, log: &serialport::TTYPort) -> Result<(), BoardError>;
+    /// Who the board is, as something outside its firmware says: its ROM loader (chip, MAC,
+    /// flash size) or its debug probe (the target it attached to). The bench has closed the log
+    /// port; [`Board::reset_into_app`] follows.
+    fn identify(&mut self) -> Result<ChipInfo, BoardError>;
+    /// Writes `regions` at their flash offsets, verified, skipping what the board already
+    /// holds where the backend can tell; the bench has closed the log port and resets after.
+    fn flash(
+        &mut self,
+        regions: &[Region],
+        options: &FlashOptions,
+    ) -> Result<FlashReport, BoardError>;
+    /// Writes an ELF as it is, for boards whose loader takes ELFs ([`FlashContent::Elf`]).
+    fn flash_elf(&mut self, elf: &Path, _options: &FlashOptions) -> Result<(), BoardError> {
+        Err(BoardError::NoElfLoader {
+            board: self.name().to_owned(),
+            elf: elf.to_owned(),
+        })
+    }
+    /// Resets the board into its app. `log` is the open serial log port, when there is one:
+    /// DTR/RTS lines are driven on it (ports are opened exclusively, so nobody else can).
+    fn reset_into_app(&mut self, log: Option<&serialport::TTYPort>) -> Result<(), BoardError>;
+    /// A log the board offers besides its serial ports (RTT through a probe), copied into
+    /// `sink` as the log port; `None` when the log is `port(Port::Log)`.
+    fn open_log(&mut self, _sink: Sink) -> Option<Box<dyn LogReader>> {
+        None
+    }
     /// The lab equipment around the board, for the capabilities it declares.
     fn fixture(&mut self) -> Option<&mut dyn LabFixture>;
     /// What a scenario's `flash` step writes: unless the backend knows better, nothing.
@@ -157,7 +214,7 @@ pub trait Board: Send {
         FlashContent::Held
     }
     /// The app ELF the board runs, when known: crash excerpts are decoded with it.
-    fn elf(&self) -> Option<&std::path::Path> {
+    fn elf(&self) -> Option<&Path> {
         None
     }
     /// Whether the board declares `capability`.
@@ -166,11 +223,39 @@ pub trait Board: Send {
     }
 }
 
+/// A log reader a backend runs itself (RTT), the counterpart of a serial port's reader.
+pub trait LogReader: Send {
+    /// False once the source failed under the reader (the probe went away).
+    fn is_alive(&self) -> bool;
+}
+
+/// Identity through a ROM loader (serial and virtual boards): `link` reaches it.
+fn identify_through_loader(link: &LoaderLink, board: &str) -> Result<ChipInfo, BoardError> {
+    crate::flash::probe(link).map_err(|source| BoardError::Loader {
+        board: board.to_owned(),
+        source,
+    })
+}
+
+/// Flashing through a ROM loader with espflash (serial and virtual boards).
+fn flash_through_loader(
+    link: &LoaderLink,
+    chip: Chip,
+    board: &str,
+    regions: &[Region],
+    options: &FlashOptions,
+) -> Result<FlashReport, BoardError> {
+    crate::flash::flash(link, chip, regions, options).map_err(|source| BoardError::Loader {
+        board: board.to_owned(),
+        source,
+    })
+}
+
 /// A board as a run's plan sees it, before it is opened (so `--list` touches no hardware).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardDescriptor {
     pub name: String,
-    pub chip: Chip,
+    pub target: Target,
     pub firmware: FirmwareKind,
     pub capabilities: Vec<Capability>,
     /// Where the board's ESP-AT firmware keeps certificates; `None` when the run generates
@@ -192,6 +277,7 @@ enum Source {
         dir: PathBuf,
     },
     Inventory(Box<inventory::BoardEntry>),
+    Probe(Box<inventory::ProbeEntry>),
 }
 
 /// `virtual:esp32c3` (one virtual board), `virtual:esp32c3*4` (four, each with its own flash
@@ -229,7 +315,7 @@ pub fn resolve_specs(
                 resolved.push(BoardSpec {
                     descriptor: BoardDescriptor {
                         name,
-                        chip,
+                        target: Target::Esp(chip),
                         firmware: FirmwareKind::EspAt,
                         capabilities: Capability::ALL.to_vec(),
                         at_storage: None,
@@ -246,11 +332,24 @@ pub fn resolve_specs(
         }
         let inventory =
             inventory.ok_or_else(|| inventory::InventoryError::NoInventory(spec.clone()))?;
+        if let Some(entry) = inventory.probe_board(spec) {
+            resolved.push(BoardSpec {
+                descriptor: BoardDescriptor {
+                    name: entry.id.clone(),
+                    target: probe::target_of(&entry.target),
+                    firmware: entry.firmware,
+                    capabilities: Vec::new(),
+                    at_storage: Some(AtStorage::default()),
+                },
+                source: Source::Probe(Box::new(entry.clone())),
+            });
+            continue;
+        }
         let entry = inventory.board(spec)?;
         resolved.push(BoardSpec {
             descriptor: BoardDescriptor {
                 name: entry.id.clone(),
-                chip: entry.chip,
+                target: Target::Esp(entry.chip),
                 firmware: entry.firmware,
                 capabilities: Vec::new(),
                 at_storage: Some(entry.at_storage),
@@ -263,19 +362,26 @@ pub fn resolve_specs(
 
 impl BoardSpec {
     /// Starts the virtual board, or takes the inventory's (its lock; `wait` for another run).
-    pub fn open(&self, wait: bool) -> Result<Box<dyn Board>, BoardError> {
+    /// Debug probes are looked for through `probes` (probe-rs's lister).
+    pub fn open(&self, wait: bool, probes: &probe::Lister) -> Result<Box<dyn Board>, BoardError> {
         let name = &self.descriptor.name;
+        let mut waiting = |holder: &str| {
+            eprintln!("waiting for board {name} (held by pid {holder})");
+        };
         Ok(match &self.source {
-            Source::Virtual { dir } => Box::new(virtual_board::VirtualBoard::start(
-                self.descriptor.chip,
-                name,
-                dir,
-            )?),
+            Source::Virtual { dir } => {
+                let chip = self
+                    .descriptor
+                    .target
+                    .esp()
+                    .ok_or_else(|| BoardError::Spec(name.clone()))?;
+                Box::new(virtual_board::VirtualBoard::start(chip, name, dir)?)
+            }
             Source::Inventory(entry) => {
-                let mut waiting = |holder: &str| {
-                    eprintln!("waiting for board {name} (held by pid {holder})");
-                };
                 Box::new(serial::SerialBoard::open(entry, wait, &mut waiting)?)
+            }
+            Source::Probe(entry) => {
+                Box::new(probe::ProbeBoard::open(entry, probes, wait, &mut waiting)?)
             }
         })
     }
@@ -306,18 +412,21 @@ pub enum BoardError {
         command: String,
         problem: String,
     },
+    #[error("board {board} resets through DTR/RTS on its log port {port}, which is not open")]
+    LogPortClosed { board: String, port: String },
     #[error("board {board}: resetting through DTR/RTS on {port}: {source}")]
     Lines {
         board: String,
         port: String,
         source: Box<espflash::Error>,
     },
+    #[error("board {board}: {source}")]
+    Loader { board: String, source: FlashError },
     #[error(
-        "board {board}: target {target} is not an ESP32 chip; the Board trait names boards by ESP chip, so only its probe backend's own flashing and RTT serve it"
+        "board {board} writes images through its ROM loader, not ELF files as they are ({elf}): name the ELF in its firmware_files"
     )]
-    NotEsp { board: String, target: String },
-    #[error("board {board} is flashed through its debug probe, not through a ROM loader")]
-    NoLoader { board: String },
+    NoElfLoader { board: String, elf: PathBuf },
+
     #[error("board {board}: {source}")]
     Probe {
         board: String,

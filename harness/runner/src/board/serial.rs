@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use esp_formats::Chip;
 use espflash::connection::ResetBeforeOperation;
 use wait_timeout::ChildExt;
 
 use super::inventory::{BoardEntry, FoundPort, PortSelector, ResetMethod, enumerate};
 use super::lock::{self, BoardLock};
 use super::{Board, BoardError, Capability, FirmwareKind, FlashContent, LabFixture};
-use crate::flash::{ChipInfo, FlashError, LoaderLink, hard_reset, probe};
+use super::{Target, flash_through_loader, identify_through_loader};
+use crate::flash::{ChipInfo, FlashError, FlashOptions, FlashReport, LoaderLink, Region};
+use crate::flash::{hard_reset, probe};
 use crate::scenario::Port;
 
 /// How long a reset command may run.
@@ -100,6 +101,22 @@ impl SerialBoard {
             _ => found.path.clone(),
         }
     }
+
+    /// Into the ROM loader by the entry's reset method; how espflash reaches it then.
+    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError> {
+        let before = match &self.entry.reset {
+            // espflash picks classic or USB-JTAG-serial from the port's PID.
+            ResetMethod::DtrRts => ResetBeforeOperation::DefaultReset,
+            ResetMethod::None => ResetBeforeOperation::NoReset,
+            ResetMethod::Commands { download, .. } => {
+                self.run_command(download)?;
+                ResetBeforeOperation::NoReset
+            }
+        };
+        let mut log = self.log.clone();
+        log.path = self.current(&self.entry.log, &self.log);
+        Ok(loader_link(&log, before))
+    }
 }
 
 /// Probes every USB serial port's ROM loader (DTR/RTS reset) for the MAC.
@@ -151,8 +168,8 @@ impl Board for SerialBoard {
     fn name(&self) -> &str {
         &self.entry.id
     }
-    fn chip(&self) -> Chip {
-        self.entry.chip
+    fn target(&self) -> Target {
+        Target::Esp(self.entry.chip)
     }
     fn firmware(&self) -> FirmwareKind {
         self.entry.firmware
@@ -170,25 +187,30 @@ impl Board for SerialBoard {
         &[]
     }
 
-    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError> {
-        let before = match &self.entry.reset {
-            // espflash picks classic or USB-JTAG-serial from the port's PID.
-            ResetMethod::DtrRts => ResetBeforeOperation::DefaultReset,
-            ResetMethod::None => ResetBeforeOperation::NoReset,
-            ResetMethod::Commands { download, .. } => {
-                self.run_command(download)?;
-                ResetBeforeOperation::NoReset
-            }
-        };
-        let mut log = self.log.clone();
-        log.path = self.current(&self.entry.log, &self.log);
-        Ok(loader_link(&log, before))
+    fn identify(&mut self) -> Result<ChipInfo, BoardError> {
+        let link = self.enter_loader()?;
+        identify_through_loader(&link, &self.entry.id)
     }
 
-    fn reset_into_app(&mut self, log: &serialport::TTYPort) -> Result<(), BoardError> {
+    fn flash(
+        &mut self,
+        regions: &[Region],
+        options: &FlashOptions,
+    ) -> Result<FlashReport, BoardError> {
+        let link = self.enter_loader()?;
+        flash_through_loader(&link, self.entry.chip, &self.entry.id, regions, options)
+    }
+
+    fn reset_into_app(&mut self, log: Option<&serialport::TTYPort>) -> Result<(), BoardError> {
         match &self.entry.reset {
             ResetMethod::DtrRts => {
                 let port_name = self.log.path.display().to_string();
+                let Some(log) = log else {
+                    return Err(BoardError::LogPortClosed {
+                        board: self.entry.id.clone(),
+                        port: port_name,
+                    });
+                };
                 let lines = |source: espflash::Error| BoardError::Lines {
                     board: self.entry.id.clone(),
                     port: port_name.clone(),

@@ -12,7 +12,8 @@ use sparring_vboard::esp_at::CRASH_FRAMES;
 use sparring_vboard::personality::{AccessPoint, Defect, NetworkConfig};
 
 use super::{Board, BoardError, Capability, FirmwareKind, FlashContent, LabFixture, LabNetwork};
-use crate::flash::LoaderLink;
+use super::{Target, flash_through_loader, identify_through_loader};
+use crate::flash::{ChipInfo, FlashOptions, FlashReport, LoaderLink, Region};
 use crate::scenario::Port;
 
 /// A virtual ESP32 on pseudo-terminals, started by the run.
@@ -82,6 +83,17 @@ pub fn parse_spec(spec: &str) -> Option<Chip> {
     }
 }
 
+impl VirtualBoard {
+    /// BOOT held, EN pressed — through the control channel (ptys have no DTR/RTS).
+    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError> {
+        self.control(Control::Download)?;
+        Ok(LoaderLink::plain(
+            self.uart0.clone(),
+            ResetBeforeOperation::NoReset,
+        ))
+    }
+}
+
 impl Drop for VirtualBoard {
     fn drop(&mut self) {
         if let Some(board) = self.board.take() {
@@ -94,8 +106,8 @@ impl Board for VirtualBoard {
     fn name(&self) -> &str {
         &self.name
     }
-    fn chip(&self) -> Chip {
-        self.chip
+    fn target(&self) -> Target {
+        Target::Esp(self.chip)
     }
     fn firmware(&self) -> FirmwareKind {
         FirmwareKind::EspAt
@@ -110,16 +122,21 @@ impl Board for VirtualBoard {
         &Capability::ALL
     }
 
-    /// BOOT held, EN pressed — through the control channel (ptys have no DTR/RTS).
-    fn enter_loader(&mut self) -> Result<LoaderLink, BoardError> {
-        self.control(Control::Download)?;
-        Ok(LoaderLink::plain(
-            self.uart0.clone(),
-            ResetBeforeOperation::NoReset,
-        ))
+    fn identify(&mut self) -> Result<ChipInfo, BoardError> {
+        let link = self.enter_loader()?;
+        identify_through_loader(&link, &self.name)
     }
 
-    fn reset_into_app(&mut self, _log: &serialport::TTYPort) -> Result<(), BoardError> {
+    fn flash(
+        &mut self,
+        regions: &[Region],
+        options: &FlashOptions,
+    ) -> Result<FlashReport, BoardError> {
+        let link = self.enter_loader()?;
+        flash_through_loader(&link, self.chip, &self.name, regions, options)
+    }
+
+    fn reset_into_app(&mut self, _log: Option<&serialport::TTYPort>) -> Result<(), BoardError> {
         self.control(Control::Reset)
     }
 

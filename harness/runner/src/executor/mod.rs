@@ -21,6 +21,7 @@ use sparring_services::broker::{BrokerAddrs, Observer};
 
 use crate::bench::{Bench, BenchError};
 use crate::board::inventory::{Inventory, Lab};
+use crate::board::probe::ProbeFinder;
 use crate::board::{BoardError, BoardSpec, Capability, resolve_specs};
 use crate::cells::{self, Cell, Shard, Spread};
 use crate::events::{RunEvent, ScenarioResult, Verdict};
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub inventory: Option<Inventory>,
     /// Wait for boards another run holds instead of failing at once.
     pub wait_for_boards: bool,
+    /// How probe boards' debug probes are found.
+    pub probes: ProbeFinder,
     /// Which boards a scenario runs on.
     pub spread: Spread,
     /// Only the cells this shard owns.
@@ -65,6 +68,7 @@ impl RunOptions {
             boards,
             inventory: None,
             wait_for_boards: false,
+            probes: ProbeFinder::default(),
             spread: Spread::Every,
             shard: None,
             filter: None,
@@ -186,7 +190,7 @@ pub fn run(
             .map(|spec| {
                 let runtime = &runtime;
                 scope.spawn(move || {
-                    let board = spec.open(options.wait_for_boards)?;
+                    let board = spec.open(options.wait_for_boards, &options.probes.lister())?;
                     if !options.defects.is_empty() && !board.has(Capability::Defects) {
                         return Err(RunError::Defects(board.name().to_owned()));
                     }

@@ -95,7 +95,7 @@ pub(super) fn run_scenario(
     };
     let env = match Environment::start(
         context.runtime,
-        bench.board.chip(),
+        bench.board.target().esp(),
         context.pki,
         context.broker,
         setup,
@@ -287,9 +287,18 @@ impl ScenarioRun<'_> {
     fn step(&mut self, planned: &PlannedStep) -> Result<(), StepFailure> {
         match &planned.step {
             Step::Flash(f) => {
-                let chip = self.bench.board.chip();
+                let target = self.bench.board.target();
+                let esp_chip = || {
+                    target.esp().ok_or_else(|| {
+                        StepFailure::Error(format!(
+                            "flash: board {} is a {target}, not an ESP chip: it takes an ELF (`elf` in its inventory entry)",
+                            self.bench.identity.name
+                        ))
+                    })
+                };
                 let regions: Vec<Region> = match self.bench.board.flash_content() {
                     FlashContent::GeneratedEspAt => {
+                        let chip = esp_chip()?;
                         let version = self.text(planned, &f.version)?;
                         let app = AppSpec::new(chip, FIRMWARE_PROJECT, &version);
                         let storage = self.loaded.scenario.board.at_storage.into();
@@ -306,7 +315,7 @@ impl ScenarioRun<'_> {
                     // Resolved (and refused) before the board is touched.
                     FlashContent::Files(files) => {
                         files
-                            .resolve(chip)
+                            .resolve(esp_chip()?)
                             .map_err(|e| {
                                 StepFailure::Error(format!(
                                     "board {}: firmware_files ({}): {e}",
@@ -314,6 +323,10 @@ impl ScenarioRun<'_> {
                                 ))
                             })?
                             .regions
+                    }
+                    FlashContent::Elf(elf) => {
+                        self.allowed_resets += 1;
+                        return self.bench.flash_elf(&elf).map_err(bench_error);
                     }
                     FlashContent::Held => {
                         self.warnings.push(format!(

@@ -84,11 +84,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         partition_table: args.partition_table.clone(),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let options = |chip| FlashOptions {
+    let options = || FlashOptions {
         progress: true,
         baud: args.baud,
         stop: Some(stop.clone()),
-        ..FlashOptions::new(chip)
+        ..FlashOptions::default()
     };
     match (&args.board, &args.port) {
         (Some(id), _) => {
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The handler is in place before the first line: a Ctrl-C after it is never lost.
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
             announce(&firmware, &format!("board {id}"));
-            let flashed = bench.flash_with(&firmware.regions, &options(entry.chip));
+            let flashed = bench.flash_with(&firmware.regions, &options());
             let report = match flashed {
                 Ok(report) => report,
                 Err(e) => return failed(&e),
@@ -137,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The handler is in place before the first line: a Ctrl-C after it is never lost.
             super::watch_ctrl_c(stop.clone(), Some(STOPPING));
             announce(&firmware, &path.display().to_string());
-            let report = match flash::flash(&link, &firmware.regions, &options(chip)) {
+            let report = match flash::flash(&link, chip, &firmware.regions, &options()) {
                 Ok(report) => report,
                 Err(e) => return failed(&e),
             };

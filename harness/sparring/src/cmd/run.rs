@@ -141,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         boards: args.boards,
         inventory,
         wait_for_boards: args.wait_for_boards,
+        probes: Default::default(),
         spread: match (args.any, args.each.is_some()) {
             (true, _) => Spread::Any,
             (false, true) => Spread::EachChip,
