@@ -12,6 +12,7 @@
 pub mod inventory;
 pub mod lock;
 pub mod probe;
+pub mod rtt_text;
 pub mod serial;
 pub mod virtual_board;
 
