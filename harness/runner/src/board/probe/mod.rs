@@ -6,9 +6,11 @@
 //! lines go to, or from a serial `log_port`. The probe is always named by its selector (never
 //! "the first probe found") and held through a [`lock`] per board id, as serial boards are.
 //!
-//! RTT text is taken raw: defmt frames are not decoded (that would need `defmt-decoder`).
+//! RTT carries text, or defmt frames the [`rtt_text`] decoder turns into lines with the ELF's
+//! defmt table.
 
 mod rtt;
+pub mod rtt_text;
 mod select;
 mod session;
 
@@ -29,6 +31,7 @@ use crate::observe::Sink;
 use crate::scenario::Port;
 
 pub use rtt::{RttReader, rtt_control_block};
+pub use rtt_text::RttText;
 pub use select::selector_text;
 pub use select::{find_probe, known_target, list_probes, open_probe, parse_selector, registry};
 pub use session::{ProbeFlashOptions, ProbeSession};
@@ -235,18 +238,28 @@ impl Board for ProbeBoard {
         self.probe.reset().map_err(|e| self.failed(e))
     }
 
-    /// RTT up channel 0, where the ELF's `_SEGGER_RTT` is (RAM scanned without one).
+    /// RTT up channel 0, where the ELF's `_SEGGER_RTT` is (RAM scanned without one), defmt
+    /// frames decoded when the ELF has a defmt table.
     fn open_log(&mut self, sink: Sink) -> Option<Box<dyn LogReader>> {
-        match self.entry.log {
-            ProbeLog::Rtt => {
-                // An unreadable ELF leaves the reader scanning RAM; flashing reports the file.
-                let control_block = std::fs::read(&self.entry.elf)
-                    .ok()
-                    .and_then(|elf| rtt_control_block(&elf));
-                Some(Box::new(self.probe.start_rtt(control_block, sink)))
-            }
-            ProbeLog::Port(_) => None,
+        if self.entry.log != ProbeLog::Rtt {
+            return None;
         }
+        // An unreadable ELF leaves the reader scanning RAM; flashing reports the file.
+        let elf = std::fs::read(&self.entry.elf).ok();
+        let control_block = elf.as_deref().and_then(rtt_control_block);
+        let text = match elf.as_deref().map(RttText::for_elf) {
+            Some(Ok(text)) => text,
+            Some(Err(e)) => {
+                eprintln!(
+                    "warning: board {}: {} ({e}): its RTT bytes are taken as text",
+                    self.entry.id,
+                    self.entry.elf.display()
+                );
+                RttText::plain()
+            }
+            None => RttText::plain(),
+        };
+        Some(Box::new(self.probe.start_rtt(control_block, text, sink)))
     }
 
     fn fixture(&mut self) -> Option<&mut dyn LabFixture> {

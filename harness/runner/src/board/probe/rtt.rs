@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use probe_rs::rtt::{Rtt, ScanRegion};
 
+use super::rtt_text::RttText;
 use super::session::ProbeSession;
 use crate::board::LogReader;
 use crate::observe::Sink;
@@ -26,7 +27,12 @@ pub struct RttReader {
 }
 
 impl RttReader {
-    pub(super) fn start(probe: ProbeSession, control_block: Option<u64>, sink: Sink) -> RttReader {
+    pub(super) fn start(
+        probe: ProbeSession,
+        control_block: Option<u64>,
+        mut text: RttText,
+        sink: Sink,
+    ) -> RttReader {
         let stop = Arc::new(AtomicBool::new(false));
         let alive = Arc::new(AtomicBool::new(true));
         let region = control_block.map_or(ScanRegion::Ram, ScanRegion::Exact);
@@ -64,7 +70,10 @@ impl RttReader {
                         }
                     };
                     if read > 0 {
-                        lock_sink(&sink).push_serial(Port::Log, &buf[..read]);
+                        let lines = text.feed(&buf[..read]);
+                        if !lines.is_empty() {
+                            lock_sink(&sink).push_serial(Port::Log, &lines);
+                        }
                     } else {
                         std::thread::sleep(RTT_IDLE_POLL);
                     }

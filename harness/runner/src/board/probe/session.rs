@@ -12,6 +12,7 @@ use probe_rs::{Permissions, Session};
 
 use super::ProbeError;
 use super::rtt::RttReader;
+use super::rtt_text::RttText;
 use super::select::open_probe;
 use crate::flash::Region;
 use crate::observe::Sink;
@@ -134,11 +135,11 @@ impl ProbeSession {
             .map_err(failed)
     }
 
-    /// Starts copying RTT up channel 0 into `sink` as the log port. `control_block` is the
+    /// Starts copying RTT up channel 0, as `text` renders it, into `sink` as the log port. `control_block` is the
     /// `_SEGGER_RTT` address from the ELF when it has one; otherwise the target's RAM is
     /// scanned for the control block.
-    pub fn start_rtt(&self, control_block: Option<u64>, sink: Sink) -> RttReader {
-        RttReader::start(self.clone(), control_block, sink)
+    pub fn start_rtt(&self, control_block: Option<u64>, text: RttText, sink: Sink) -> RttReader {
+        RttReader::start(self.clone(), control_block, text, sink)
     }
 }
 

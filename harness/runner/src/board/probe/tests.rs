@@ -3,6 +3,7 @@ use probe_rs::integration::FakeProbe;
 use probe_rs::probe::list::{ProbeListItem, ProbeLister};
 use probe_rs::probe::{DebugProbe, ProbeFactory};
 use probe_rs::probe::{DebugProbeSelector, Probe};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -348,7 +349,7 @@ fn rtt_text_arrives_in_the_observations_as_log_lines() {
         .expect("the mocked core attaches as an STM32F411");
     let observations = crate::observe::Observations::new();
     let sink: Sink = Arc::new(Mutex::new(observations.clone()));
-    let reader = probe.start_rtt(rtt_control_block(&elf), sink);
+    let reader = probe.start_rtt(rtt_control_block(&elf), RttText::plain(), sink);
     // The mocked core ignores the reader's write of the read offset, so the same text
     // comes again at each poll; what counts is that it arrives as lines of the log port.
     let seen = observations.wait_for(
@@ -412,62 +413,123 @@ fn targets_are_checked_against_the_registry_with_close_names() {
     );
 }
 
-/// `sparring run`'s executor on a probe board: the ARM target attaches through the (fake)
-/// probe, the bench reads its identity from probe-rs and its log from RTT, and `expect` steps
-/// match RTT lines as they match UART lines — or fail naming what they waited for.
-#[test]
-fn scenarios_run_on_a_probe_board_with_its_rtt_log() {
-    use crate::events::{RunEvent, Verdict};
+/// Runs `scenarios` (id, `expect` regex on the log) with `sparring run`'s executor on an
+/// STM32F411 probe board: `memory` is what the (fake) target's memory holds, `firmware` the
+/// ELF its inventory entry names. Returns the verdicts and reasons by scenario id, and the chip
+/// the run reported.
+fn run_on_probe_board(
+    memory: &[u8],
+    firmware: &[u8],
+    scenarios: &[(&str, &str)],
+) -> (
+    BTreeMap<String, (crate::events::Verdict, String)>,
+    Vec<String>,
+) {
+    use crate::events::RunEvent;
     use crate::executor::{RunOptions, run};
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let block = RAM + 0x100;
-    let memory = rtt_memory(block, b"app: sensor-app 1.4.2 up\napp: temperature 21 C\n");
-    let elf = arm_elf(&[(FLASH, &[0; 16]), (block, &memory)], Some(block));
-    let elf_path = elf_file(dir.path(), "app.elf", &elf);
+    let memory_path = elf_file(dir.path(), "memory.elf", memory);
+    elf_file(dir.path(), "app.elf", firmware);
+    let board = format!("stm-probe-{}", scenarios[0].0);
     let inventory_path = dir.path().join("boards.toml");
+    // SNTP on a free port: a real board asks 123, but tests run side by side.
     let inventory_text = format!(
-        "[[board]]\nid = \"stm-probe-run\"\nprobe = \"1366:1051:000111\"\ntarget = \"{TARGET}\"\nlog = \"rtt\"\nelf = \"app.elf\"\nfirmware = \"app\"\n"
+        "[lab]\nsntp_port = 0\n\n[[board]]\nid = \"{board}\"\nprobe = \"1366:1051:000111\"\ntarget = \"{TARGET}\"\nlog = \"rtt\"\nelf = \"app.elf\"\nfirmware = \"app\"\n"
     );
     let inventory = crate::board::inventory::Inventory::parse(&inventory_path, &inventory_text)
         .expect("a valid probe board entry");
-    let scenario = |id: &str, regex: &str| {
-        let path = dir.path().join(format!("{id}.toml"));
-        let text = format!(
-            "id = \"{id}\"\ntitle = \"RTT log\"\n[board]\npersonality = \"app\"\n\n[[steps]]\nexpect = {{ port = \"log\", regex = '{regex}', within_ms = 3000 }}\n\n[[steps]]\nexpect-not = {{ port = \"log\", regex = 'panic', window_ms = 200 }}\n"
-        );
-        std::fs::write(&path, text).expect("scenario written");
-        crate::scenario::load_file(&path).expect("a valid scenario")
-    };
-    let scenarios = [
-        scenario("rtt-temperature", r"^app: temperature \d+ C$"),
-        scenario("rtt-humidity", r"^app: humidity"),
-    ];
+    let loaded: Vec<_> = scenarios
+        .iter()
+        .map(|(id, regex)| {
+            let path = dir.path().join(format!("{id}.toml"));
+            let text = format!(
+                "id = \"{id}\"\ntitle = \"RTT log\"\n[board]\npersonality = \"app\"\n\n[[steps]]\nexpect = {{ port = \"log\", regex = '{regex}', within_ms = 3000 }}\n\n[[steps]]\nexpect-not = {{ port = \"log\", regex = 'panic', window_ms = 200 }}\n"
+            );
+            std::fs::write(&path, text).expect("scenario written");
+            crate::scenario::load_file(&path).expect("a valid scenario")
+        })
+        .collect();
     let mut options = RunOptions::new(
-        vec!["stm-probe-run".into()],
+        vec![board],
         dir.path().join("report"),
         dir.path().join("snapshots"),
     );
     options.inventory = Some(inventory);
     options.probes =
-        ProbeFinder::new(move || lister_with_memory(&["000111"], Some(elf_path.clone())));
-    let mut identities = Vec::new();
-    let results = run(&scenarios, &options, &mut |event| {
+        ProbeFinder::new(move || lister_with_memory(&["000111"], Some(memory_path.clone())));
+    let mut chips = Vec::new();
+    let results = run(&loaded, &options, &mut |event| {
         if let RunEvent::RunStarted { boards, .. } = event {
-            identities.extend(boards.iter().map(|b| b.chip.clone()));
+            chips.extend(boards.iter().map(|b| b.chip.clone()));
         }
     })
     .expect("the run starts");
-    assert_eq!(identities, [TARGET], "the chip as the probe attached to it");
-    let verdict = |id: &str| {
-        results
-            .iter()
-            .find(|r| r.id == id)
-            .unwrap_or_else(|| panic!("no result for {id}: {results:?}"))
-    };
-    let temperature = verdict("rtt-temperature");
-    assert_eq!(temperature.verdict, Verdict::Pass, "{temperature:?}");
-    let humidity = verdict("rtt-humidity");
-    assert_eq!(humidity.verdict, Verdict::Fail, "{humidity:?}");
-    assert!(humidity.reason.contains("humidity"), "{}", humidity.reason);
+    let verdicts = results
+        .into_iter()
+        .map(|r| (r.id, (r.verdict, r.reason)))
+        .collect();
+    (verdicts, chips)
+}
+
+/// `sparring run`'s executor on a probe board: the ARM target attaches through the (fake)
+/// probe, the bench reads its identity from probe-rs and its log from RTT, and `expect` steps
+/// match RTT lines as they match UART lines — or fail naming what they waited for.
+#[test]
+fn scenarios_run_on_a_probe_board_with_its_rtt_log() {
+    use crate::events::Verdict;
+    let block = RAM + 0x100;
+    let memory = rtt_memory(block, b"app: sensor-app 1.4.2 up\napp: temperature 21 C\n");
+    let elf = arm_elf(&[(FLASH, &[0; 16]), (block, &memory)], Some(block));
+    let (verdicts, chips) = run_on_probe_board(
+        &elf,
+        &elf,
+        &[
+            ("rtt-temperature", r"^app: temperature \d+ C$"),
+            ("rtt-humidity", r"^app: humidity"),
+        ],
+    );
+    assert_eq!(chips, [TARGET], "the chip as the probe attached to it");
+    let (verdict, reason) = &verdicts["rtt-temperature"];
+    assert_eq!(*verdict, Verdict::Pass, "{reason}");
+    let (verdict, reason) = &verdicts["rtt-humidity"];
+    assert_eq!(*verdict, Verdict::Fail, "{reason}");
+    assert!(reason.contains("humidity"), "{reason}");
+}
+
+/// Firmware with a defmt table: the RTT channel carries rzcobs frames, and the scenario's
+/// `expect` matches the message defmt-decoder renders from the ELF's table.
+#[test]
+fn defmt_frames_on_rtt_are_matched_as_decoded_lines() {
+    use super::rtt_text::tests::{TEMPERATURE, add_symbol, defmt_object, rzcobs_frame};
+    use crate::events::Verdict;
+    let block = RAM + 0x100;
+    let frames = [
+        rzcobs_frame(TEMPERATURE, &[21]),
+        rzcobs_frame(TEMPERATURE, &[22]),
+    ]
+    .concat();
+    let memory = rtt_memory(block, &frames);
+    let memory_elf = arm_elf(&[(FLASH, &[0; 16]), (block, &memory)], Some(block));
+    let mut firmware = defmt_object("rzcobs", None);
+    add_symbol(
+        &mut firmware,
+        "_SEGGER_RTT",
+        block,
+        object::write::SymbolSection::Absolute,
+    );
+    let firmware = firmware.write().expect("the firmware ELF is written");
+    let (verdicts, _) = run_on_probe_board(
+        &memory_elf,
+        &firmware,
+        &[
+            ("defmt-temperature", r"^INFO temperature 22 C$"),
+            ("defmt-raw-bytes", r"temperature \{=u8\}"),
+        ],
+    );
+    let (verdict, reason) = &verdicts["defmt-temperature"];
+    assert_eq!(*verdict, Verdict::Pass, "{reason}");
+    // The format string itself never reaches the log: frames are decoded, not dumped.
+    let (verdict, reason) = &verdicts["defmt-raw-bytes"];
+    assert_eq!(*verdict, Verdict::Fail, "{reason}");
 }
