@@ -151,7 +151,8 @@ impl Bench {
             return Err(self.port_error(Port::Log, &PathBuf::new(), reason.clone()));
         }
         if self.own_log.as_ref().is_some_and(|log| !log.is_alive()) {
-            let error = self.port_error(Port::Log, &PathBuf::new(), "reader lost its board".into());
+            let problem = "stopped answering (the probe or the target went away)".into();
+            let error = self.port_error(Port::Log, Path::new("(RTT)"), problem);
             self.lost = Some(error.to_string());
             return Err(error);
         }

@@ -274,6 +274,7 @@ pub struct BoardSpec {
 enum Source {
     /// Started by the run, its flash file in `dir`.
     Virtual {
+        chip: Chip,
         dir: PathBuf,
     },
     Inventory(Box<inventory::BoardEntry>),
@@ -321,6 +322,7 @@ pub fn resolve_specs(
                         at_storage: None,
                     },
                     source: Source::Virtual {
+                        chip,
                         dir: dir.join(format!("{index}")),
                     },
                 });
@@ -369,13 +371,8 @@ impl BoardSpec {
             eprintln!("waiting for board {name} (held by pid {holder})");
         };
         Ok(match &self.source {
-            Source::Virtual { dir } => {
-                let chip = self
-                    .descriptor
-                    .target
-                    .esp()
-                    .ok_or_else(|| BoardError::Spec(name.clone()))?;
-                Box::new(virtual_board::VirtualBoard::start(chip, name, dir)?)
+            Source::Virtual { chip, dir } => {
+                Box::new(virtual_board::VirtualBoard::start(*chip, name, dir)?)
             }
             Source::Inventory(entry) => {
                 Box::new(serial::SerialBoard::open(entry, wait, &mut waiting)?)
