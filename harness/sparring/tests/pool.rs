@@ -6,10 +6,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use common::text;
 use common::vboard::{Lab, lock_dir, start_vboard};
 use serde_json::Value;
+
+/// The two whole-catalog runs (six boards between them) take one at a time: side by side on a
+/// 2-core CI machine they starve each other's boards past scenario deadlines.
+static WHOLE_CATALOG: Mutex<()> = Mutex::new(());
+
+fn whole_catalog() -> MutexGuard<'static, ()> {
+    WHOLE_CATALOG.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -55,6 +64,7 @@ fn cell_ids(scenarios: &Path, extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_catalog_runs_on_four_virtual_boards_each_with_its_own_ports_and_files() {
+    let _one_at_a_time = whole_catalog();
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("report");
     let output = sparring_in(dir.path())
@@ -156,6 +166,7 @@ fn shards_cover_every_cell_once_and_keep_their_cells_when_a_scenario_is_added() 
 
 #[test]
 fn a_board_that_breaks_gets_no_more_cells_and_the_others_run_them() {
+    let _one_at_a_time = whole_catalog();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut board = start_vboard(&dir.path().join("flash.bin"));
     let mut lab = Lab::new();
