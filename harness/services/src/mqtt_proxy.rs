@@ -360,10 +360,9 @@ async fn downstream(
     loop {
         let deadline = disconnect_at.unwrap_or_else(|| Instant::now() + far);
         let n = tokio::select! {
-            read = from.read(&mut buf) => match read {
-                Ok(n) if n > 0 => n,
-                _ => break,
-            },
+            // A refusal first: the upstream task queues it, then closes the broker side, and
+            // the broker's end of stream must not win the race and drop the CONNACK.
+            biased;
             Some(Inject::Refuse(refusal)) = inject.recv() => {
                 let connack = framer.refusal(refusal);
                 let _ = to.write_all(&connack).await;
@@ -376,6 +375,10 @@ async fn downstream(
                 closed_by_fault.notify_one();
                 return;
             }
+            read = from.read(&mut buf) => match read {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            },
             () = tokio::time::sleep_until(deadline), if disconnect_at.is_some() => {
                 let mut closed = empty_record(Direction::ToDevice, "CLOSE");
                 closed.fault = Some("disconnect-after-ms".into());
