@@ -134,12 +134,6 @@ impl Bench {
         self.readers.remove(port_name(port));
     }
 
-    /// Closes the log, whatever reads it, while firmware is written.
-    fn detach_log(&mut self) {
-        self.detach(Port::Log);
-        self.own_log = None;
-    }
-
     pub fn has_port(&self, port: Port) -> bool {
         self.readers.contains_key(port_name(port))
     }
@@ -177,8 +171,13 @@ impl Bench {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if !self.has_port(port) {
+                let tried = if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last try: {last})")
+                };
                 let reason = format!(
-                    "disappeared and did not come back within {} ms (last try: {last})",
+                    "disappeared and did not come back within {} ms{tried}",
                     self.reopen_within.as_millis()
                 );
                 let error = self.port_error(port, &path, reason);
@@ -210,10 +209,7 @@ impl Bench {
 
     /// An ELF the board's loader writes as it is (a probe board's), then back into the app.
     pub fn flash_elf(&mut self, elf: &Path) -> Result<(), BenchError> {
-        self.detach_log();
-        let flashed = self.board.flash_elf(elf, &FlashOptions::default());
-        self.attach_log()?;
-        flashed?;
+        self.with_log_closed(|board| board.flash_elf(elf, &FlashOptions::default()))?;
         self.flashed_app = None;
         self.reset_into_app()
     }
@@ -225,16 +221,26 @@ impl Bench {
         regions: &[Region],
         options: &FlashOptions,
     ) -> Result<FlashReport, BenchError> {
-        self.detach_log();
-        let flashed = self.board.flash(regions, options);
-        self.attach_log()?;
-        let report = flashed?;
+        let report = self.with_log_closed(|board| board.flash(regions, options))?;
         self.flashed_app = regions.iter().find_map(|r| {
             esp_formats::image::parse(&r.data)
                 .ok()
                 .and_then(|image| image.descriptor)
         });
         Ok(report)
+    }
+
+    /// Firmware is written with the log closed (a flasher holds the port exclusively; RTT's
+    /// control block moves); the log opens again whether writing worked or not.
+    fn with_log_closed<T>(
+        &mut self,
+        write: impl FnOnce(&mut dyn Board) -> Result<T, BoardError>,
+    ) -> Result<T, BenchError> {
+        self.detach(Port::Log);
+        self.own_log = None;
+        let written = write(self.board.as_mut());
+        self.attach_log()?;
+        Ok(written?)
     }
 
     pub fn reset_into_app(&mut self) -> Result<(), BenchError> {

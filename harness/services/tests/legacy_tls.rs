@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{next_tls, pki};
 use sparring_services::events::{RejectReason, TlsOutcome, TlsRecord};
-use sparring_services::{EventBus, Gate, GateError, TlsSettings, TlsVersion, gate};
+use sparring_services::{Gate, GateError, TlsSettings, TlsVersion, gate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
@@ -139,15 +139,7 @@ async fn a_rustls_client_offering_no_old_suite_is_refused_with_handshake_failure
 async fn old_and_new_versions_cannot_share_a_listener() {
     let mut config = gate::from_pki(pki(), "valid", false).unwrap();
     config.tls.versions = vec![TlsVersion::Tls10, TlsVersion::Tls12];
-    let error = Gate::start(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:9".parse().unwrap(),
-        config,
-        EventBus::default(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let error = common::gate_start_error(config).await;
     assert!(matches!(error, GateError::MixedVersions(_)), "{error}");
 }
 

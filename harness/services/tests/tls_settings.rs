@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::{next_tls, pki};
 use rustls::RootCertStore;
 use sparring_services::events::{RejectReason, TlsOutcome};
-use sparring_services::{EventBus, Gate, GateError, TlsSettings, TlsVersion, gate};
+use sparring_services::{Gate, GateError, TlsSettings, TlsVersion, gate};
 use tokio::sync::broadcast;
 
 async fn gate_with(settings: TlsSettings) -> (Gate, broadcast::Receiver<sparring_services::Event>) {
@@ -133,15 +133,7 @@ async fn cipher_suites_are_restricted_and_unknown_names_refused() {
 
     let mut config = gate::from_pki(pki(), "valid", false).unwrap();
     config.tls.cipher_suites = vec!["TLS_RSA_WITH_RC4_128_MD5".into()];
-    let error = Gate::start(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:9".parse().unwrap(),
-        config,
-        EventBus::default(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let error = common::gate_start_error(config).await;
     assert!(
         matches!(error, GateError::UnknownCipherSuite { .. }),
         "{error}"

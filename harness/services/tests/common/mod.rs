@@ -51,6 +51,19 @@ pub async fn handshake_gate(
     (gate, receiver)
 }
 
+/// Why the gate refuses to start with `config` (a setting it cannot serve).
+pub async fn gate_start_error(config: gate::GateConfig) -> sparring_services::GateError {
+    sparring_services::Gate::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+        config,
+        EventBus::default(),
+    )
+    .await
+    .err()
+    .expect("the gate refuses this configuration")
+}
+
 /// The next TLS record from the stream (bounded wait).
 pub async fn next_tls(events: &mut broadcast::Receiver<Event>) -> TlsRecord {
     tokio::time::timeout(Duration::from_secs(10), async {
