@@ -33,11 +33,10 @@ fn run_on(dir: &Path, board: &str, extra: &[&str]) -> Command {
     command
 }
 
-/// A `sparring vboard` declared as board `id` in `dir/boards.toml`, with `keys` added to its
-/// entry.
-fn bench(dir: &Path, id: &str, keys: &str) -> VboardProcess {
+/// A `sparring vboard` declared as board `id` in `dir/boards.toml` of `lab`, with `keys` added
+/// to its entry.
+fn bench(dir: &Path, id: &str, keys: &str, lab: Lab) -> VboardProcess {
     let board = start_vboard(&dir.join("flash.bin"));
-    let lab = Lab::new();
     lab.install(&board);
     let inventory = format!("{}{keys}", lab.inventory(id, &board));
     std::fs::write(dir.join("boards.toml"), inventory).expect("inventory written");
@@ -46,9 +45,9 @@ fn bench(dir: &Path, id: &str, keys: &str) -> VboardProcess {
 
 /// A bench whose firmware under test is the ESP-AT flash set at the version the scenarios
 /// expect (`${firmware.version}`), named in its entry's `firmware_files`.
-fn esp_at_bench(dir: &Path, id: &str) -> VboardProcess {
+fn esp_at_bench(dir: &Path, id: &str, lab: Lab) -> VboardProcess {
     common::flash_set(&dir.join("esp-at"), "esp32c3", "esp-at", "2.4.0.0");
-    bench(dir, id, "firmware_files = \"esp-at\"\n")
+    bench(dir, id, "firmware_files = \"esp-at\"\n", lab)
 }
 
 /// A scenario of the step library's `esp-at/boot.toml` alone: a flash step, then `ready` and
@@ -94,7 +93,7 @@ fn booted_app(flash: &Path) -> image::AppDescriptor {
 #[test]
 fn the_catalog_runs_on_an_external_board_through_the_serial_backend() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let board = esp_at_bench(dir.path(), "bench-c3");
+    let board = esp_at_bench(dir.path(), "bench-c3", Lab::new());
     let output = run_on(dir.path(), "bench-c3", &[]).output().expect("run");
     let report = report(dir.path());
     let results = report["run"]["results"].as_array().expect("results");
@@ -152,7 +151,12 @@ fn the_flash_step_writes_the_firmware_files_the_inventory_names() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A version nothing else flashes: the boot log can only show it if these files were written.
     common::flash_set(&dir.path().join("fw"), "esp32c3", "esp-at", "7.7.7-bench");
-    let _board = bench(dir.path(), "files-c3", "firmware_files = \"fw\"\n");
+    let _board = bench(
+        dir.path(),
+        "files-c3",
+        "firmware_files = \"fw\"\n",
+        Lab::new(),
+    );
     let scenario = boot_scenario(dir.path());
     let output = run_on(dir.path(), "files-c3", &[&scenario])
         .output()
@@ -176,7 +180,7 @@ fn the_flash_step_writes_the_firmware_files_the_inventory_names() {
 #[test]
 fn a_board_without_firmware_files_keeps_its_firmware_through_the_flash_step() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let _board = bench(dir.path(), "kept-c3", "");
+    let _board = bench(dir.path(), "kept-c3", "", Lab::new());
     // The module's own firmware, put there as a user would.
     let set = dir.path().join("own");
     common::flash_set(&set, "esp32c3", "esp-at", "6.6.6-own");
@@ -217,7 +221,12 @@ fn a_board_without_firmware_files_keeps_its_firmware_through_the_flash_step() {
 fn firmware_files_for_another_chip_error_the_flash_step_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     common::flash_set(&dir.path().join("fw-esp32"), "esp32", "esp-at", "1.0.0");
-    let _board = bench(dir.path(), "wrong-c3", "firmware_files = \"fw-esp32\"\n");
+    let _board = bench(
+        dir.path(),
+        "wrong-c3",
+        "firmware_files = \"fw-esp32\"\n",
+        Lab::new(),
+    );
     let flash = dir.path().join("flash.bin");
     let before = std::fs::read(&flash).expect("flash file");
     let scenario = boot_scenario(dir.path());
@@ -245,7 +254,11 @@ fn firmware_files_for_another_chip_error_the_flash_step_before_anything_is_writt
 #[test]
 fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut board = esp_at_bench(dir.path(), "dying-c3");
+    // Lost at once: the other tests' boards reuse a dead pty's number, and reopening the path
+    // would take one of their ports.
+    let mut lab = Lab::new();
+    lab.reopen_ms = 0;
+    let mut board = esp_at_bench(dir.path(), "dying-c3", lab);
     let mut child = run_on(dir.path(), "dying-c3", &["--filter", "tls-*"])
         .stderr(Stdio::piped())
         .spawn()
@@ -313,7 +326,7 @@ fn a_board_that_dies_mid_run_errors_its_scenario_and_the_reports_are_written() {
 #[test]
 fn a_second_run_is_refused_the_board_another_run_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let _board = esp_at_bench(dir.path(), "held-c3");
+    let _board = esp_at_bench(dir.path(), "held-c3", Lab::new());
     let mut first = run_on(dir.path(), "held-c3", &["--filter", "time-no-sntp"])
         .stderr(Stdio::piped())
         .spawn()
@@ -345,7 +358,7 @@ fn a_second_run_is_refused_the_board_another_run_holds() {
 #[test]
 fn boards_lists_and_probes_the_external_board_and_checks_the_inventory() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let board = bench(dir.path(), "listed-c3", "");
+    let board = bench(dir.path(), "listed-c3", "", Lab::new());
     let inventory = dir.path().join("boards.toml");
     let inventory = inventory.to_str().expect("utf-8 path");
     let uart0 = board.info.uart0.display().to_string();
